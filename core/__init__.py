@@ -1,0 +1,2 @@
+"""The bottom layer: typed configuration, logging, clock and error types shared by the
+exporter and the remediations. It imports nothing else from kube-ballast."""
