@@ -1,0 +1,979 @@
+"""The one typed configuration of kube-ballast, and the loader that validates it.
+
+Every setting of every component lives here, in frozen dataclasses grouped the way the
+YAML file is (``logging``, ``simulator``, ``exporter``, ``receiver``). Every field has a
+default and an attribute docstring; the docstrings are the documentation:
+``render_reference()`` reads them from this source file with ``ast`` to generate
+docs/config-reference.md, and ``render_example()`` generates the annotated
+docs/config.example.yaml, so neither can drift from the code (tests compare them).
+
+The loader is generic: it walks the dataclasses by their type hints (nested
+dataclasses, lists and tuples, ``dict[str, X]``, ``X | None``, ``Literal``, and the
+scalars ``bool``/``int``/``float``/``str``) and coerces nothing except an integer where
+a number is expected. It refuses unknown keys. Value rules are declared next to the
+field with ``Annotated[...]`` (``Range``, ``NonEmpty``, ``HttpUrl``, ``Loopback``) and
+rules that involve several fields live in a ``_cross_checks`` method of the group.
+Validation runs over the finished object, defaults included, so a ``Config`` built in
+code (the command line's flag overrides) passes the same gate via ``validate()``.
+
+Every failure is a ``ConfigError`` whose text is one line naming the key path:
+``exporter.etcd.clusters[1].endpoints: must not be empty``.
+
+Secrets never sit in this file's values: tokens, passwords and keys are referenced by
+file path and read by the component that needs them, when it starts. Nothing here
+reads the environment.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import ipaddress
+import json
+import textwrap
+import types
+from collections.abc import Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
+
+import yaml
+
+from kubeballast.core.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "EtcdClusterConfig",
+    "EtcdConfig",
+    "ExporterConfig",
+    "HttpUrl",
+    "KubernetesAccessConfig",
+    "ListenConfig",
+    "LoggingConfig",
+    "Loopback",
+    "NodeLifecycleConfig",
+    "NonEmpty",
+    "Range",
+    "ReceiverAuthConfig",
+    "ReceiverConfig",
+    "ScenarioConfig",
+    "SimulatorConfig",
+    "TargetConfig",
+    "attribute_docs",
+    "config_from_mapping",
+    "example_config",
+    "key_paths",
+    "load_config",
+    "load_users_file",
+    "render_example",
+    "render_reference",
+    "validate",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Value rules, declared on fields with Annotated[...]
+# --------------------------------------------------------------------------------------
+
+
+class Rule(Protocol):
+    """A rule on one value: ``check`` returns why it fails, or None."""
+
+    def check(self, value: Any) -> str | None: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric interval; ``None`` leaves a side open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_exclusive: bool = False
+    note: str = ""
+
+    def describe(self) -> str:
+        low = "" if self.low is None else f"{'>' if self.low_exclusive else '>='} {self.low:g}"
+        high = "" if self.high is None else f"<= {self.high:g}"
+        if low and high and not self.low_exclusive:
+            text = f"{self.low:g} to {self.high:g}"
+        else:
+            text = " and ".join(part for part in (low, high) if part)
+        return f"{text} ({self.note})" if self.note else text
+
+    def check(self, value: Any) -> str | None:
+        too_low = self.low is not None and (
+            value <= self.low if self.low_exclusive else value < self.low
+        )
+        too_high = self.high is not None and value > self.high
+        if not (too_low or too_high):
+            return None
+        if self.low is not None and self.high is not None and not self.low_exclusive:
+            wanted = f"between {self.low:g} and {self.high:g}"
+        elif self.low is not None and self.high is not None:
+            wanted = f"greater than {self.low:g} and at most {self.high:g}"
+        elif self.low is not None:
+            wanted = f"{'greater than' if self.low_exclusive else 'at least'} {self.low:g}"
+        else:
+            wanted = f"at most {self.high:g}"
+        note = f" ({self.note})" if self.note else ""
+        return f"must be {wanted}{note}, got {_show(value)}"
+
+
+@dataclass(frozen=True)
+class NonEmpty:
+    """A required string or a list that needs at least one item."""
+
+    def describe(self) -> str:
+        return "required"
+
+    def check(self, value: Any) -> str | None:
+        if isinstance(value, str):
+            return "must be set" if not value.strip() else None
+        return "must not be empty" if len(value) == 0 else None
+
+
+@dataclass(frozen=True)
+class HttpUrl:
+    """An absolute http:// or https:// URL with a host."""
+
+    def describe(self) -> str:
+        return "http or https URL"
+
+    def check(self, value: Any) -> str | None:
+        if not value:
+            return "must be set"
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises ValueError when the port is not a number
+        except ValueError:
+            return f"must be an http or https URL, got {_show(value)}"
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return f"must be an http or https URL, got {_show(value)}"
+        return None
+
+
+@dataclass(frozen=True)
+class Loopback:
+    """A host name or address that stays on this machine."""
+
+    def describe(self) -> str:
+        return "loopback address"
+
+    def check(self, value: Any) -> str | None:
+        if value == "localhost":
+            return None
+        try:
+            if ipaddress.ip_address(value).is_loopback:
+                return None
+        except ValueError:
+            pass
+        return f"must be a loopback address such as 127.0.0.1 or ::1, got {_show(value)}"
+
+
+# --------------------------------------------------------------------------------------
+# The configuration
+# --------------------------------------------------------------------------------------
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+Port = Annotated[int, Range(0, 65535)]
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """How every component logs (to stderr)."""
+
+    level: LogLevel = "INFO"
+    """Lowest level written; ``--log-level`` overrides it."""
+    format: Literal["text", "json"] = "text"
+    """``text`` for people, ``json`` for log pipelines (one object per line: ts, level,
+    logger, message and the record's context fields); ``--log-format`` overrides it."""
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """The shape of the simulated cluster (mirrors the simulator's ScenarioSettings)."""
+
+    nodes: Annotated[int, Range(1, 5000)] = 500
+    """Worker nodes (control-plane nodes come on top)."""
+    zones: Annotated[int, Range(1, 100)] = 3
+    """Zones the nodes spread over (topology.kubernetes.io/zone zone-a, zone-b ...)."""
+    pods_per_node: Annotated[int, Range(0, 110, note="the seed's limit is 100")] = 30
+    """Pods scheduled on each worker node; 110 is the kubelet's default maximum."""
+    containers_per_pod: Annotated[int, Range(1, 50)] = 2
+    """Containers in each workload pod (the seed's limit: 300 000 containers in all)."""
+    control_plane_nodes: Annotated[int, Range(0, 7)] = 3
+    """Control-plane nodes, labelled node-role.kubernetes.io/control-plane."""
+    seed: Annotated[int, Range(0)] = 1
+    """Random seed: the same settings give the same cluster."""
+    users_file: str | None = None
+    """Path of a YAML file mapping bearer token -> username, for users on top of the
+    built-in admin. The tokens are secrets, so they live in that file, never here."""
+
+
+@dataclass(frozen=True)
+class NodeLifecycleConfig:
+    """The simulated node-lifecycle controller's flags (kube-controller-manager defaults)."""
+
+    node_monitor_period_seconds: Annotated[float, Range(0, 3600, low_exclusive=True)] = 5.0
+    """--node-monitor-period: how often the controller checks node health."""
+    node_monitor_grace_period_seconds: Annotated[float, Range(0, 3600, low_exclusive=True)] = 50.0
+    """--node-monitor-grace-period: lease age after which a node is marked Unknown."""
+    node_eviction_rate: Annotated[float, Range(0)] = 0.1
+    """--node-eviction-rate: nodes per second tainted NoExecute in a healthy zone."""
+    secondary_node_eviction_rate: Annotated[float, Range(0)] = 0.01
+    """--secondary-node-eviction-rate: the rate in a partially disrupted large zone."""
+    unhealthy_zone_threshold: Annotated[float, Range(0, 1)] = 0.55
+    """--unhealthy-zone-threshold: NotReady fraction that makes a zone PartialDisruption."""
+    large_cluster_size_threshold: Annotated[int, Range(0)] = 50
+    """--large-cluster-size-threshold: zones larger than this keep evicting when disrupted."""
+    default_toleration_seconds: Annotated[int, Range(0)] = 300
+    """DefaultTolerationSeconds admission: tolerationSeconds added to every pod."""
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """The embedded Kubernetes API simulator (``kube-ballast simulate``)."""
+
+    host: Annotated[str, Loopback()] = "127.0.0.1"
+    """Address to listen on. Loopback only: the simulator has no real authentication."""
+    port: Port = 0
+    """API server port; 0 picks a free one (``--kubeconfig`` then tells clients where)."""
+    clock_factor: Annotated[float, Range(0, 1000, low_exclusive=True)] = 1.0
+    """Simulated seconds per real second (10 makes a 5-minute toleration last 30 s)."""
+    kubelets: bool = True
+    """Run simulated kubelets that renew node Leases and node status."""
+    controllers: bool = True
+    """Run the simulated node-lifecycle and taint-eviction controllers."""
+    kubeconfig_path: str | None = None
+    """Where to write a kubeconfig for clients; null writes none."""
+    history_seconds: Annotated[float, Range(0, 86400, low_exclusive=True)] = 300.0
+    """Simulated seconds of write history kept for watches and continue tokens (the
+    apiserver's etcd compaction runs every 5 minutes)."""
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
+    """The shape of the simulated cluster."""
+    node_lifecycle: NodeLifecycleConfig = field(default_factory=NodeLifecycleConfig)
+    """The simulated node-lifecycle controller."""
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """An address an HTTP server listens on."""
+
+    host: Annotated[str, NonEmpty()] = "127.0.0.1"
+    """Address to bind. Loopback by default; deployments in a cluster set ``0.0.0.0`` so
+    that Prometheus (or Alertmanager) can reach the pod."""
+    port: Port = 0
+    """TCP port; 0 picks a free one (the chosen port is logged)."""
+
+
+@dataclass(frozen=True)
+class KubernetesAccessConfig:
+    """How the exporter reaches the Kubernetes API to watch objects.
+
+    Set at most one of ``kubeconfig_path`` and ``in_cluster``; with neither, the usual
+    kubeconfig lookup applies ($KUBECONFIG, then ~/.kube/config), read at start-up.
+    """
+
+    kubeconfig_path: str | None = None
+    """Path of a kubeconfig file to use."""
+    in_cluster: bool = False
+    """Use the pod's service account (token, CA and KUBERNETES_SERVICE_* address)."""
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        if self.in_cluster and self.kubeconfig_path is not None:
+            yield "in_cluster", "cannot be true together with kubeconfig_path"
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """One control-plane component endpoint the exporter probes (/metrics, /livez ...).
+
+    ``client_cert_file`` and ``client_key_file`` go together. All ``*_file`` paths are
+    read when the exporter starts, so credentials can be rotated by a restart.
+    """
+
+    name: Annotated[str, NonEmpty()] = ""
+    """Label value identifying this target in metrics; unique within its list."""
+    url: Annotated[str, HttpUrl()] = ""
+    """Base URL of the component, for example ``https://10.0.0.11:6443`` for an apiserver."""
+    bearer_token_file: str | None = None
+    """File holding a bearer token to send (a service account token, for instance)."""
+    client_cert_file: str | None = None
+    """PEM client certificate for mutual TLS."""
+    client_key_file: str | None = None
+    """PEM private key of ``client_cert_file``."""
+    ca_file: str | None = None
+    """PEM bundle that verifies the server; null uses the system trust store."""
+    insecure_skip_verify: bool = False
+    """Skip TLS verification. Only for a lab: it lets anyone impersonate the target."""
+    timeout_seconds: Annotated[float, Range(0, 300, low_exclusive=True)] = 5.0
+    """Give up on one probe after this long; at most ``interval_seconds``."""
+    interval_seconds: Annotated[float, Range(1, 3600)] = 15.0
+    """Probe this often. Prometheus' scrape only reads the last result."""
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        yield from _pair(self, "client_cert_file", "client_key_file")
+        if self.timeout_seconds > self.interval_seconds:
+            yield (
+                "timeout_seconds",
+                f"must not exceed interval_seconds ({self.interval_seconds:g}), "
+                f"got {self.timeout_seconds:g}",
+            )
+
+
+@dataclass(frozen=True)
+class EtcdClusterConfig:
+    """One etcd cluster (the main one, or a separate one for events).
+
+    ``cert_file`` and ``key_file`` go together.
+    """
+
+    name: Annotated[str, NonEmpty()] = ""
+    """Label value identifying this cluster in metrics; unique."""
+    endpoints: Annotated[tuple[Annotated[str, HttpUrl()], ...], NonEmpty()] = ()
+    """Client URLs of the members, for example ``https://10.0.0.11:2379``."""
+    ca_file: str | None = None
+    """PEM bundle that verifies the members; null uses the system trust store."""
+    cert_file: str | None = None
+    """PEM client certificate (etcd usually requires mutual TLS)."""
+    key_file: str | None = None
+    """PEM private key of ``cert_file``."""
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        yield from _pair(self, "cert_file", "key_file")
+
+
+@dataclass(frozen=True)
+class EtcdConfig:
+    """The etcd clusters behind the apiservers."""
+
+    clusters: tuple[EtcdClusterConfig, ...] = ()
+    """The clusters to watch; names must be unique."""
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        yield from _unique_names(self.clusters, "clusters")
+
+
+@dataclass(frozen=True)
+class ExporterConfig:
+    """The exporter (``kube-ballast exporter``): probes and watches, serves /metrics."""
+
+    listen: ListenConfig = field(default_factory=lambda: ListenConfig(port=9808))
+    """Where /metrics and /healthz are served."""
+    kubernetes: KubernetesAccessConfig = field(default_factory=KubernetesAccessConfig)
+    """Access to the Kubernetes API."""
+    apiservers: tuple[TargetConfig, ...] = ()
+    """kube-apiserver instances, each probed on its own (not through a load balancer)."""
+    schedulers: tuple[TargetConfig, ...] = ()
+    """kube-scheduler instances (secure port, normally 10259)."""
+    controller_managers: tuple[TargetConfig, ...] = ()
+    """kube-controller-manager instances (secure port, normally 10257)."""
+    etcd: EtcdConfig = field(default_factory=EtcdConfig)
+    """etcd clusters."""
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        yield from _unique_names(self.apiservers, "apiservers")
+        yield from _unique_names(self.schedulers, "schedulers")
+        yield from _unique_names(self.controller_managers, "controller_managers")
+
+
+@dataclass(frozen=True)
+class ReceiverAuthConfig:
+    """How Alertmanager authenticates to the receiver's webhook.
+
+    ``basic_auth_username`` and ``basic_auth_password_file`` go together.
+    """
+
+    bearer_token_file: str | None = None
+    """File holding the bearer token Alertmanager sends (http_config.authorization)."""
+    basic_auth_username: str | None = None
+    """User name for HTTP basic authentication (http_config.basic_auth)."""
+    basic_auth_password_file: str | None = None
+    """File holding the basic-auth password."""
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        yield from _pair(self, "basic_auth_username", "basic_auth_password_file")
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """The remediation receiver (``kube-ballast receiver``): Alertmanager's webhook."""
+
+    listen: ListenConfig = field(default_factory=lambda: ListenConfig(port=9809))
+    """Where the webhook, /metrics and /healthz are served."""
+    auth: ReceiverAuthConfig = field(default_factory=ReceiverAuthConfig)
+    """Authentication of incoming webhooks."""
+    dry_run: bool = True
+    """Decide and record, but change nothing. Turn off only after reading the runbooks."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything kube-ballast can be configured with, in one YAML file."""
+
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Logging of every component."""
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    """The embedded Kubernetes API simulator."""
+    exporter: ExporterConfig = field(default_factory=ExporterConfig)
+    """The Prometheus exporter."""
+    receiver: ReceiverConfig = field(default_factory=ReceiverConfig)
+    """The Alertmanager webhook receiver that runs guarded remediations."""
+
+
+def _pair(obj: object, first: str, second: str) -> Iterator[tuple[str, str]]:
+    """Two optional settings that only make sense together."""
+    if (getattr(obj, first) is None) != (getattr(obj, second) is None):
+        missing, present = (first, second) if getattr(obj, first) is None else (second, first)
+        yield missing, f"must be set together with {present}"
+
+
+def _unique_names(items: tuple[Any, ...], key: str) -> Iterator[tuple[str, str]]:
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.name in seen:
+            yield (
+                f"{key}[{index}].name",
+                f"duplicate name {item.name!r} (first used by item {seen[item.name]})",
+            )
+        seen.setdefault(item.name, index)
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, parse and validate a YAML configuration file."""
+    return config_from_mapping(_read_yaml(Path(path)))
+
+
+def config_from_mapping(mapping: Mapping[str, Any] | None) -> Config:
+    """Validate a parsed document (``None``, an empty file, gives the defaults)."""
+    if mapping is None:
+        return validate(Config())
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"the configuration must be a mapping, got {_show(mapping)}")
+    config: Config = _build(Config, mapping, "")
+    return validate(config)
+
+
+def validate(config: Config) -> Config:
+    """Check every value rule and cross-field rule; return ``config`` unchanged."""
+    _check(Config, config, "")
+    return config
+
+
+def load_users_file(path: str, *, key_path: str) -> dict[str, str]:
+    """Read a token -> username YAML mapping, naming ``key_path`` on failure.
+
+    Error messages name entries by position, never by key: the keys are secrets.
+    """
+    data = _read_yaml(Path(path), key_path=key_path)
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{path}: expected a mapping of token to username, got {_show(data)}",
+            key_path=key_path,
+        )
+    users: dict[str, str] = {}
+    for position, (token, user) in enumerate(data.items(), start=1):
+        if not isinstance(token, str) or not token.strip():
+            raise ConfigError(
+                f"{path}: entry {position}: token must be a string", key_path=key_path
+            )
+        if not isinstance(user, str) or not user.strip():
+            raise ConfigError(
+                f"{path}: entry {position}: username must be a non-empty string",
+                key_path=key_path,
+            )
+        users[token] = user
+    return users
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a repeated key is an error, not last-one-wins."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[Hashable] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, Hashable):
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {_show(key)}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path, *, key_path: str = "") -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"cannot read {path}: no such file", key_path=key_path) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read {path}: not UTF-8 text", key_path=key_path) from None
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise ConfigError(f"cannot read {path}: {reason}", key_path=key_path) from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no objects
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = error.problem or error.context or "syntax error"
+        raise ConfigError(f"{where}: invalid YAML: {problem}", key_path=key_path) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}", key_path=key_path) from None
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls, include_extras=True)
+
+
+def _fields(cls: type) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if f.init]
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
+
+
+def _optional_inner(tp: Any) -> Any:
+    """``X`` for ``X | None``; anything else is not a type the loader supports."""
+    args = [arg for arg in get_args(tp) if arg is not type(None)]
+    if len(args) != 1 or len(get_args(tp)) != 2:
+        raise TypeError(f"config types support only 'X | None' unions, not {tp!r}")
+    return args[0]
+
+
+def _build(cls: type, value: object, path: str) -> Any:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"expected a mapping, got {_show(value)}", key_path=path)
+    known = {f.name for f in _fields(cls)}
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigError(f"keys must be strings, got {_show(key)}", key_path=path)
+        if key not in known:
+            names = ", ".join(f.name for f in _fields(cls))
+            raise ConfigError(f"unknown key (known: {names})", key_path=_join(path, key))
+    hints = _hints(cls)
+    kwargs = {
+        f.name: _convert(hints[f.name], value[f.name], _join(path, f.name))
+        for f in _fields(cls)
+        if f.name in value
+    }
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: object, path: str, *, nullable: bool = False) -> Any:
+    """Check ``value`` against ``tp`` and build the typed value; no coercion but int->float."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _convert(get_args(tp)[0], value, path, nullable=nullable)
+    if _is_union(tp):
+        if value is None:
+            return None
+        return _convert(_optional_inner(tp), value, path, nullable=True)
+
+    def mismatch(expected: str) -> ConfigError:
+        wanted = f"{expected} or null" if nullable else expected
+        return ConfigError(f"expected {wanted}, got {_show(value)}", key_path=path)
+
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise mismatch("a mapping")
+        return _build(tp, value, path)  # type: ignore[arg-type]
+    if origin is Literal:
+        choices = get_args(tp)
+        if not any(type(value) is type(choice) and value == choice for choice in choices):
+            raise mismatch("one of " + ", ".join(_show(choice) for choice in choices))
+        return value
+    if origin in (tuple, list):
+        args = get_args(tp)
+        if origin is tuple and (len(args) != 2 or args[1] is not Ellipsis):
+            raise TypeError(f"config types support only 'tuple[X, ...]', not {tp!r}")
+        if not isinstance(value, list | tuple):
+            raise mismatch("a list")
+        items = [_convert(args[0], item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        key_type, value_type = get_args(tp)
+        if key_type is not str:
+            raise TypeError(f"config mappings must have string keys, not {tp!r}")
+        if not isinstance(value, Mapping):
+            raise mismatch("a mapping")
+        result: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"keys must be strings, got {_show(key)}", key_path=path)
+            result[key] = _convert(value_type, item, _join(path, key))
+        return result
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise mismatch("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise mismatch("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise mismatch("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise mismatch("a string")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")
+
+
+def _check(tp: Any, value: Any, path: str) -> None:
+    """Apply the Annotated rules and the groups' cross-field rules, depth first."""
+    if get_origin(tp) is Annotated:
+        base, *rules = get_args(tp)
+        for rule in rules:
+            reason = rule.check(value)
+            if reason is not None:
+                raise ConfigError(reason, key_path=path)
+        _check(base, value, path)
+        return
+    if _is_union(tp):
+        if value is not None:
+            _check(_optional_inner(tp), value, path)
+        return
+    if dataclasses.is_dataclass(tp):
+        hints = _hints(tp)  # type: ignore[arg-type]
+        for f in _fields(tp):  # type: ignore[arg-type]
+            _check(hints[f.name], getattr(value, f.name), _join(path, f.name))
+        cross_checks = getattr(value, "_cross_checks", None)
+        if cross_checks is not None:
+            for key, reason in cross_checks():
+                raise ConfigError(reason, key_path=_join(path, key))
+        return
+    origin = get_origin(tp)
+    if origin in (tuple, list):
+        for index, item in enumerate(value):
+            _check(get_args(tp)[0], item, f"{path}[{index}]")
+    elif origin is dict:
+        for key, item in value.items():
+            _check(get_args(tp)[1], item, _join(path, key))
+
+
+def _show(value: object) -> str:
+    """A value as a user wrote it in YAML, short enough for a one-line message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return repr(shown)
+    if isinstance(value, int | float):
+        return repr(value)
+    return type(value).__name__
+
+
+# --------------------------------------------------------------------------------------
+# Documentation generated from the dataclasses
+# --------------------------------------------------------------------------------------
+
+
+@functools.cache
+def attribute_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass, read from its source with ``ast``.
+
+    An attribute docstring is the string literal right after an annotated field, the
+    convention PEP 257 calls "attribute docstrings" (Sphinx and IDEs read them too).
+    """
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    classdef = tree.body[0]
+    assert isinstance(classdef, ast.ClassDef)
+    docs: dict[str, str] = {}
+    for node, following in zip(classdef.body, classdef.body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = inspect.cleandoc(following.value.value)
+    return docs
+
+
+def _field_doc(cls: type, name: str) -> str:
+    doc = attribute_docs(cls).get(name)
+    if not doc:
+        raise RuntimeError(f"{cls.__name__}.{name} has no attribute docstring")
+    return doc
+
+
+def _list_item_type(tp: Any) -> Any | None:
+    """The item type of a list-of-groups field, or None."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if get_origin(tp) in (tuple, list):
+        item = get_args(tp)[0]
+        if dataclasses.is_dataclass(item):
+            return item
+    return None
+
+
+def key_paths(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every key path of the configuration (list items as ``name[]``), in order."""
+    paths: list[str] = []
+    for f in _fields(cls):
+        path = _join(prefix, f.name)
+        tp = _hints(cls)[f.name]
+        paths.append(path)
+        if dataclasses.is_dataclass(tp):
+            paths.extend(key_paths(tp, path))  # type: ignore[arg-type]
+        elif (item := _list_item_type(tp)) is not None:
+            paths.extend(key_paths(item, f"{path}[]"))
+    return paths
+
+
+def _type_text(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Annotated:
+        base, *rules = get_args(tp)
+        return f"{_type_text(base)} ({'; '.join(rule.describe() for rule in rules)})"
+    if _is_union(tp):
+        return f"{_type_text(_optional_inner(tp))} or null"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    if origin is Literal:
+        return "one of " + ", ".join(f"`{choice}`" for choice in get_args(tp))
+    if origin in (tuple, list):
+        item = get_args(tp)[0]
+        return (
+            "list of mappings" if dataclasses.is_dataclass(item) else f"list of {_type_text(item)}"
+        )
+    if origin is dict:
+        return f"mapping of string to {_type_text(get_args(tp)[1])}"
+    names = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    return names[tp]
+
+
+def _yaml_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # A JSON string is a valid double-quoted YAML scalar.
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_yaml_value(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot render {value!r}")
+
+
+def _plain(text: str) -> str:
+    """A docstring as one line of Markdown (RST's double backticks become single)."""
+    return " ".join(text.split()).replace("``", "`")
+
+
+def _cell(text: str) -> str:
+    return _plain(text).replace("|", "\\|")
+
+
+def _reference_sections(cls: type, instance: Any, path: str) -> Iterator[str]:
+    doc = "\n\n".join(_plain(p) for p in inspect.cleandoc(cls.__doc__ or "").split("\n\n"))
+    rows: list[str] = []
+    nested: list[tuple[type, Any, str]] = []
+    for f in _fields(cls):
+        tp = _hints(cls)[f.name]
+        key = _join(path, f.name)
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(tp):
+            nested.append((tp, value, key))  # type: ignore[arg-type]
+            default = "see below"
+        else:
+            default = f"`{_yaml_value(value)}`"
+            if (item := _list_item_type(tp)) is not None:
+                nested.append((item, item(), f"{key}[]"))
+                default += ", items below"
+            elif not value and "required" in _type_text(tp):
+                default = "none: required"
+        rows.append(
+            f"| `{key}` | {_cell(_type_text(tp))} | {default} | {_cell(_field_doc(cls, f.name))} |"
+        )
+    yield f"## `{path}`\n\n{doc}\n\n| Key | Type | Default | Description |\n|---|---|---|---|\n"
+    yield "\n".join(rows) + "\n"
+    for nested_cls, nested_instance, nested_path in nested:
+        yield "\n"
+        yield from _reference_sections(nested_cls, nested_instance, nested_path)
+
+
+def render_reference() -> str:
+    """The Markdown reference of every setting (docs/config-reference.md)."""
+    parts = [
+        "# Configuration reference\n\n",
+        "<!-- Generated from kubeballast/core/config.py by `kube-ballast config reference`"
+        " (`make docs`). Edit the docstrings there, not this file. -->\n\n",
+        "kube-ballast reads one YAML file, given with `--config PATH`. Every key is optional"
+        " and has the default shown here. The file is validated once, at start: unknown"
+        " keys, wrong types and values out of range are refused with one line naming the"
+        " key path, for example `exporter.etcd.clusters[1].endpoints: must not be empty`."
+        " No value is coerced, except that an integer is accepted where a number is"
+        " expected. `kube-ballast config check --config PATH` validates a file;"
+        " `kube-ballast config example` prints an annotated example"
+        " ([config.example.yaml](config.example.yaml)).\n\n",
+        "Secrets (tokens, passwords, private keys) are never values in this file: settings"
+        " ending in `_file` name a file that the component reads when it starts.\n\n",
+        "In the key paths, `name[]` stands for every item of the list `name`.\n\n",
+    ]
+    root = Config()
+    for f in _fields(Config):
+        section_type = _hints(Config)[f.name]
+        parts.extend(_reference_sections(section_type, getattr(root, f.name), f.name))
+        parts.append("\n")
+    return "".join(parts).rstrip("\n") + "\n"
+
+
+def example_config() -> Config:
+    """The configuration docs/config.example.yaml shows: defaults plus sample targets."""
+    sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+    def target(name: str, url: str) -> TargetConfig:
+        return TargetConfig(
+            name=name, url=url, bearer_token_file=f"{sa}/token", ca_file=f"{sa}/ca.crt"
+        )
+
+    mtls = TargetConfig(
+        name="apiserver-2",
+        url="https://10.0.0.12:6443",
+        client_cert_file="/etc/kube-ballast/pki/client.crt",
+        client_key_file="/etc/kube-ballast/pki/client.key",
+        ca_file="/etc/kube-ballast/pki/ca.crt",
+        timeout_seconds=10.0,
+        interval_seconds=30.0,
+    )
+    masters = ("10.0.0.11", "10.0.0.12", "10.0.0.13")
+    etcd_pki = "/etc/kube-ballast/etcd"
+    return Config(
+        logging=LoggingConfig(level="INFO", format="json"),
+        simulator=SimulatorConfig(kubeconfig_path="simulator.kubeconfig"),
+        exporter=ExporterConfig(
+            listen=ListenConfig(host="127.0.0.1", port=9808),
+            kubernetes=KubernetesAccessConfig(in_cluster=True),
+            apiservers=(target("apiserver-1", "https://10.0.0.11:6443"), mtls),
+            schedulers=(target("scheduler-1", "https://10.0.0.11:10259"),),
+            controller_managers=(target("controller-manager-1", "https://10.0.0.11:10257"),),
+            etcd=EtcdConfig(
+                clusters=(
+                    EtcdClusterConfig(
+                        name="main",
+                        endpoints=tuple(f"https://{address}:2379" for address in masters),
+                        ca_file=f"{etcd_pki}/ca.crt",
+                        cert_file=f"{etcd_pki}/client.crt",
+                        key_file=f"{etcd_pki}/client.key",
+                    ),
+                    EtcdClusterConfig(
+                        name="events",
+                        endpoints=tuple(f"https://{address}:2381" for address in masters),
+                        ca_file=f"{etcd_pki}/ca.crt",
+                        cert_file=f"{etcd_pki}/client.crt",
+                        key_file=f"{etcd_pki}/client.key",
+                    ),
+                )
+            ),
+        ),
+        receiver=ReceiverConfig(
+            listen=ListenConfig(host="127.0.0.1", port=9809),
+            auth=ReceiverAuthConfig(
+                bearer_token_file="/etc/kube-ballast/receiver/token",
+                basic_auth_username=None,
+                basic_auth_password_file=None,
+            ),
+            dry_run=True,
+        ),
+    )
+
+
+def _example_lines(cls: type, instance: Any, indent: int, comments: bool) -> list[str]:
+    pad = " " * indent
+    lines: list[str] = []
+    for f in _fields(cls):
+        tp = _hints(cls)[f.name]
+        value = getattr(instance, f.name)
+        if comments:
+            for paragraph in _field_doc(cls, f.name).split("\n\n"):
+                lines.extend(
+                    textwrap.wrap(
+                        _plain(paragraph),
+                        width=88,
+                        initial_indent=f"{pad}# ",
+                        subsequent_indent=f"{pad}# ",
+                    )
+                )
+        if dataclasses.is_dataclass(tp):
+            lines.append(f"{pad}{f.name}:")
+            lines.extend(_example_lines(type(value), value, indent + 2, comments))
+        elif _list_item_type(tp) is not None and value:
+            lines.append(f"{pad}{f.name}:")
+            for position, item in enumerate(value):
+                # Comment each key once, on the list's first item.
+                item_lines = _example_lines(type(item), item, indent + 4, comments and not position)
+                first = next(
+                    i for i, line in enumerate(item_lines) if not line.lstrip().startswith("#")
+                )
+                for i in range(first):
+                    item_lines[i] = item_lines[i][2:]
+                item_lines[first] = f"{pad}  - {item_lines[first].lstrip()}"
+                lines.extend(item_lines)
+        else:
+            lines.append(f"{pad}{f.name}: {_yaml_value(value)}")
+    return lines
+
+
+def render_example() -> str:
+    """The annotated example configuration (docs/config.example.yaml)."""
+    header = [
+        "# kube-ballast configuration: an annotated example covering every setting.",
+        "# Generated from kubeballast/core/config.py by `kube-ballast config example`",
+        "# (`make docs`); the reference with types and defaults is docs/config-reference.md.",
+        "# Every key is optional. Validate a file with:",
+        "#   kube-ballast --config FILE config check",
+    ]
+    root = example_config()
+    body: list[str] = []
+    for f in _fields(Config):
+        section = getattr(root, f.name)
+        body.append("")
+        body.extend(
+            textwrap.wrap(
+                _plain(_field_doc(Config, f.name)),
+                width=88,
+                initial_indent="# ",
+                subsequent_indent="# ",
+            )
+        )
+        body.append(f"{f.name}:")
+        body.extend(_example_lines(type(section), section, 2, comments=True))
+    return "\n".join(header + body) + "\n"

@@ -1,0 +1,1 @@
+"""Tests of the foundation: configuration, logging, errors, command line, packaging."""
