@@ -11,6 +11,7 @@ import random
 from collections.abc import Callable
 
 import pytest
+
 from kubeballast.simulator import apf
 from kubeballast.simulator.faults import (
     Congestion,

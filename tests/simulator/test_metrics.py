@@ -12,12 +12,13 @@ import shutil
 import subprocess
 
 import pytest
-from kubeballast.simulator.metrics import ApiserverMetrics, ComponentMetrics
 from prometheus_client import REGISTRY
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
+
+from kubeballast.simulator.metrics import ApiserverMetrics, ComponentMetrics
 
 PROMTOOL = "/usr/bin/promtool"
 START = 1_700_000_000.0
