@@ -46,7 +46,20 @@ def source(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def wheel(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.ZipFile]:
     out = tmp_path_factory.mktemp("wheel")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
+        # No build isolation: setuptools and wheel come from the test extras, so the
+        # build needs no index.
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(source),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -56,6 +69,39 @@ def wheel(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[zi
     [built] = out.glob("kube_ballast-*.whl")
     with zipfile.ZipFile(built) as archive:
         yield archive
+
+
+def test_a_normal_install_imports_every_layer(wheel: zipfile.ZipFile, tmp_path: Path) -> None:
+    """Install the wheel (not editable) into a fresh venv and import from it.
+
+    The new venv reaches the test venv's dependencies through a .pth line; .pth files
+    are not processed in paths added that way, so the editable install's import hook
+    stays out and only the wheel provides kubeballast.
+    """
+    assert wheel.filename is not None
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    deps = [p for p in sys.path if p.endswith("site-packages")]
+    (Path(site) / "deps.pth").write_text("\n".join(deps) + "\n")
+    with zipfile.ZipFile(wheel.filename) as archive:
+        archive.extractall(site)
+    probe = (
+        "import kubeballast, kubeballast.cli, kubeballast.core.config, "
+        "kubeballast.exporter, kubeballast.remediations, kubeballast.simulator.store; "
+        "print(kubeballast.core.config.__file__)"
+    )
+    result = subprocess.run(
+        [str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).is_relative_to(Path(site))
 
 
 def test_every_module_is_under_kubeballast(wheel: zipfile.ZipFile) -> None:
