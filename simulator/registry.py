@@ -61,6 +61,19 @@ GENERATION_TRACKED = frozenset(
 )
 """Resources whose metadata.generation counts spec changes."""
 
+EMPTY_STATUS: dict[tuple[str, str], dict[str, int]] = {
+    ("apps", "deployments"): {},
+    ("apps", "replicasets"): {"replicas": 0},
+    ("apps", "statefulsets"): {"replicas": 0, "availableReplicas": 0},
+    ("apps", "daemonsets"): {
+        "currentNumberScheduled": 0,
+        "numberMisscheduled": 0,
+        "desiredNumberScheduled": 0,
+        "numberReady": 0,
+    },
+}
+"""The status a workload has right after create: what the v1 types encode when empty."""
+
 DEFAULT_TOLERATION_SECONDS = 300
 _NOT_READY = "node.kubernetes.io/not-ready"
 _UNREACHABLE = "node.kubernetes.io/unreachable"
@@ -221,8 +234,10 @@ class Registry:
         elif rt is NAMESPACES:
             obj["status"] = {"phase": "Active"}
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = name
-        elif rt.status_subresource and rt.group == "apps":
-            obj["status"] = {}
+        elif rt.key in EMPTY_STATUS:
+            # PrepareForCreate resets status; the v1 types serialise some zero fields
+            # (no omitempty), and clients such as kubernetes-asyncio require them.
+            obj["status"] = dict(EMPTY_STATUS[rt.key])
         self.warnings = self._admit(
             AdmissionRequest(
                 operation="CREATE",

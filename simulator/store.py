@@ -353,7 +353,9 @@ class Store:
                     "specifying resource version is not allowed when using continue"
                 )
             read_rv, start_after = self._decode_continue(continue_token)
-            if read_rv <= self._compacted:
+            # etcd refuses reads below the compacted revision; the compacted revision
+            # itself is still readable (compaction keeps each key's version at it).
+            if read_rv < self._compacted:
                 raise errors.ApiError(
                     410,
                     "Expired",
@@ -373,7 +375,7 @@ class Store:
             except ValueError:
                 raise errors.bad_request(f'invalid resource version "{resource_version}"') from None
             if resource_version_match == "Exact":
-                if wanted <= self._compacted:
+                if wanted < self._compacted:
                     raise errors.gone(
                         f"The resourceVersion for the provided list is too old. "
                         f"(requested {wanted}, compacted {self._compacted})"
