@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TextIO
 
-from kubeballast import __version__
+from kubeballast import __version__, simctl
 from kubeballast.core.config import (
     Config,
     ConfigError,
@@ -118,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-controllers", action="store_true", help="simulator.controllers: false"
     )
     simulate.set_defaults(handler=_cmd_simulate)
+
+    simctl_parser = commands.add_parser(
+        "simctl",
+        help="change a running simulator: faults, clock, components",
+        description="Drive a running simulator's control API (faults, clock, compaction, "
+        "components) with the kubeconfig it wrote.",
+    )
+    _add_global_options(simctl_parser, in_subcommand=True)
+    simctl.add_arguments(simctl_parser)
+    simctl_parser.set_defaults(handler=_cmd_simctl)
 
     exporter = commands.add_parser(
         "exporter",
@@ -263,6 +274,11 @@ def _cmd_simulate(args: argparse.Namespace, config: Config) -> int:
         settings.clock_factor,
     )
     return run_until_signalled(run_simulator(settings))
+
+
+def _cmd_simctl(args: argparse.Namespace, config: Config) -> int:
+    _print(sys.stdout, json.dumps(simctl.run(args), indent=2, sort_keys=True))
+    return EXIT_OK
 
 
 def _cmd_exporter(args: argparse.Namespace, config: Config) -> int:
