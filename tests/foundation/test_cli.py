@@ -119,7 +119,8 @@ def test_the_console_script_is_installed() -> None:
         (
             ["deploy"],
             "kube-ballast: usage: argument COMMAND: invalid choice: 'deploy'"
-            " (choose from simulate, simctl, exporter, receiver, config) (see 'kube-ballast --help')",
+            " (choose from simulate, simctl, exporter, receiver, config)"
+            " (see 'kube-ballast --help')",
         ),
         (
             ["config"],
