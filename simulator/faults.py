@@ -312,7 +312,14 @@ class FaultState:
                 disconnect=True,
             )
         congestion = self._congestion
-        delay = congestion.latency_seconds if congestion is not None else 0.0
+        congested = (
+            congestion is not None
+            and self._subject_to_apf(req)
+            and congestion.applies_to(req.priority_level)
+        )
+        # The added latency is time waiting in an APF queue: exempt requests (and the
+        # priority levels the congestion spares) are never queued.
+        delay = congestion.latency_seconds if congestion is not None and congested else 0.0
 
         # A burst hits everyone, exempt included: it models etcd or the apiserver failing,
         # not load shedding.
@@ -321,11 +328,7 @@ class FaultState:
             self._stats.errors_5xx += 1
             return Decision(delay_seconds=delay, error=_burst_error(burst.code))
 
-        if (
-            congestion is not None
-            and self._subject_to_apf(req)
-            and congestion.applies_to(req.priority_level)
-        ):
+        if congestion is not None and congested:
             fraction = (
                 congestion.effective_lease_reject_fraction
                 if req.is_heartbeat
