@@ -22,10 +22,11 @@ check: venv
 bench: venv
 	$(VENV)/bin/python bench/run.py
 
-## docs: regenerate docs/config-reference.md and docs/config.example.yaml
+## docs: regenerate docs/config-reference.md, docs/config.example.yaml, docs/metrics.md
 docs: venv
 	$(VENV)/bin/kube-ballast config reference > docs/config-reference.md
 	$(VENV)/bin/kube-ballast config example > docs/config.example.yaml
+	$(VENV)/bin/kube-ballast exporter --list-metrics markdown > docs/metrics.md
 
 venv:
 	./scripts/venv

@@ -133,9 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     exporter = commands.add_parser(
         "exporter",
         help="run the Prometheus exporter",
-        description="Serve /metrics and /healthz on exporter.listen.",
+        description="Serve /metrics, /healthz and /readyz on exporter.listen.",
     )
     _add_global_options(exporter, in_subcommand=True)
+    exporter.add_argument(
+        "--list-metrics",
+        nargs="?",
+        const="table",
+        choices=("table", "markdown"),
+        metavar="FORMAT",
+        help="print every metric the exporter can emit and exit; FORMAT is table (the"
+        " default) or markdown (docs/metrics.md)",
+    )
     exporter.set_defaults(handler=_cmd_exporter)
 
     receiver = commands.add_parser(
@@ -282,6 +291,12 @@ def _cmd_simctl(args: argparse.Namespace, config: Config) -> int:
 
 
 def _cmd_exporter(args: argparse.Namespace, config: Config) -> int:
+    if args.list_metrics is not None:
+        from kubeballast.exporter.app import render_metrics_doc, render_metrics_table
+
+        render = render_metrics_doc if args.list_metrics == "markdown" else render_metrics_table
+        sys.stdout.write(render())
+        return EXIT_OK
     from kubeballast.exporter.server import run_exporter
 
     return run_until_signalled(run_exporter(config.exporter))

@@ -1,0 +1,308 @@
+"""HTTP access to one control-plane target, with failures as ``SourceError`` reasons.
+
+Every HTTP source (apiserver /readyz and /metrics, scheduler and controller-manager
+/healthz and /metrics) talks to its target through a :class:`TargetClient` built from
+the target's ``TargetConfig``, so TLS, credentials, timeouts and the mapping of failures
+onto the bounded ``reason`` label are done once, the same way for all of them:
+
+- ``connect``: refused, reset, DNS failure; also a server that refuses our client
+  certificate, since it simply drops the connection;
+- ``tls``: server certificate not trusted, handshake failure, unusable CA/cert/key file;
+- ``auth``: 401, 403, or the bearer token file unreadable;
+- ``throttled``: 429, ``delay`` from its Retry-After (delta seconds or HTTP date);
+- ``not_found``: 404; ``http_4xx``: any other 4xx;
+- ``http_5xx``: 5xx, ``delay`` from Retry-After when the server sent one;
+- ``timeout``: no complete answer within the target's ``timeout_seconds``;
+- ``parse``: a body larger than the limit.
+
+Two ways to ask: :meth:`TargetClient.get` wants a 2xx and raises for anything else (a
+metrics scrape); :meth:`TargetClient.get_ok_or_status` hands back any answer that *is*
+the target's verdict, such as the 500 of ``/readyz`` whose body lists the failed checks,
+and raises only for answers that say nothing about health (401/403: our credentials;
+429: the target is shedding load, which a collector should see as such).
+
+The bearer token file is read on every request, not once: projected service account
+tokens rotate every hour or so, and a cached token would start failing with 401 until a
+restart. The token never appears in logs or error messages. ``insecure_skip_verify`` is
+honoured but logged as a warning naming the target, once per client.
+
+One aiohttp ``ClientSession`` per client, created on first use (inside the event loop),
+closed by :meth:`TargetClient.close` or ``async with``.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from kubeballast import __version__
+from kubeballast.core.config import TargetConfig
+from kubeballast.exporter.contract import SourceError
+
+__all__ = [
+    "IN_CLUSTER_APISERVER_URL",
+    "MAX_BODY_BYTES",
+    "SERVICE_ACCOUNT_DIR",
+    "HttpResult",
+    "TargetClient",
+    "default_in_cluster_apiserver",
+    "parse_retry_after",
+]
+
+log = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+IN_CLUSTER_APISERVER_URL = "https://kubernetes.default.svc"
+
+MAX_BODY_BYTES = 256 * 1024 * 1024
+"""Refuse bodies larger than this: an apiserver's /metrics in a 5000-node cluster is tens
+of megabytes; anything near this limit is a misdirected request, not a metrics page."""
+
+USER_AGENT = f"kube-ballast-exporter/{__version__}"
+
+_BODY_IN_MESSAGE = 200
+"""Characters of an error body kept in a SourceError message (logs, not metrics)."""
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    """One HTTP answer, body decoded as UTF-8 (invalid bytes replaced)."""
+
+    status: int
+    text: str
+    headers: Mapping[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def default_in_cluster_apiserver() -> TargetConfig:
+    """The apiserver as seen from a pod: the ``kubernetes`` Service and the pod's token.
+
+    Used when ``exporter.kubernetes.in_cluster`` is set and no ``exporter.apiservers``
+    are configured. It goes through the Service, so it probes whichever apiserver the
+    load balancing picks; list the apiservers to probe each one.
+    """
+    return TargetConfig(
+        name="in-cluster",
+        url=IN_CLUSTER_APISERVER_URL,
+        bearer_token_file=f"{SERVICE_ACCOUNT_DIR}/token",
+        ca_file=f"{SERVICE_ACCOUNT_DIR}/ca.crt",
+    )
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date), or None.
+
+    A date in the past gives 0; a value that is neither gives None (and the caller's
+    backoff decides), rather than an error: a bad header must not fail a refresh.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if seconds >= 0 and seconds == seconds else None  # NaN != NaN
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive one is read as such
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def _truncate(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _BODY_IN_MESSAGE else text[: _BODY_IN_MESSAGE - 3] + "..."
+
+
+def _is_tls_failure(error: BaseException) -> bool:
+    """Whether a connection error is really a TLS failure (handshake, verification)."""
+    if isinstance(error, aiohttp.ClientSSLError | ssl.SSLError):
+        return True
+    cause = error.__cause__ or error.__context__
+    os_error = getattr(error, "os_error", None)
+    return isinstance(cause, ssl.SSLError) or isinstance(os_error, ssl.SSLError)
+
+
+class TargetClient:
+    """HTTP GETs against one target (``TargetConfig``), failures as ``SourceError``."""
+
+    def __init__(self, target: TargetConfig, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.target = target
+        self._base = target.url.rstrip("/")
+        self._max_body_bytes = max_body_bytes
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS settings, built once: the CA and client key are read at start-up."""
+        if urlsplit(self.target.url).scheme != "https":
+            return None
+        context = ssl.create_default_context(cafile=self.target.ca_file)
+        if self.target.client_cert_file is not None:
+            context.load_cert_chain(self.target.client_cert_file, self.target.client_key_file)
+        if self.target.insecure_skip_verify:
+            log.warning(
+                "target %s (%s): insecure_skip_verify is set, so its TLS certificate is NOT"
+                " verified and anyone on the network path can impersonate it",
+                self.target.name,
+                self.target.url,
+            )
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError(f"the client of target {self.target.name} is closed")
+        if self._session is None:
+            try:
+                context = self._ssl_context()
+            except (OSError, ssl.SSLError) as error:
+                # An unreadable or invalid CA/cert/key file: nothing works until it is
+                # fixed, but it is a refresh failure (reported, retried), not a crash.
+                raise SourceError(
+                    "tls", f"target {self.target.name}: TLS files unusable: {error}"
+                ) from error
+            connector = aiohttp.TCPConnector(ssl=context if context is not None else True)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.target.timeout_seconds),
+                headers={"User-Agent": USER_AGENT},
+                # Targets are addressed directly; an HTTP(S)_PROXY meant for the
+                # internet must not reroute control-plane probes.
+                trust_env=False,
+            )
+        return self._session
+
+    def _headers(self, accept: str | None) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if accept is not None:
+            headers["Accept"] = accept
+        token_file = self.target.bearer_token_file
+        if token_file is not None:
+            try:
+                token = Path(token_file).read_text(encoding="utf-8").strip()
+            except OSError as error:
+                # The path is configuration, not a secret; the token itself never
+                # appears in a message.
+                raise SourceError(
+                    "auth",
+                    f"target {self.target.name}: cannot read bearer_token_file {token_file}:"
+                    f" {error.strerror or error}",
+                ) from error
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    async def _request(self, path: str, accept: str | None) -> HttpResult:
+        session = self._get_session()
+        url = self._base + (path if path.startswith("/") else "/" + path)
+        where = f"target {self.target.name} GET {path}"
+        try:
+            async with session.get(url, headers=self._headers(accept)) as response:
+                length = response.content_length
+                if length is not None and length > self._max_body_bytes:
+                    raise SourceError("parse", f"{where}: body of {length} bytes exceeds the limit")
+                body = await response.content.read(self._max_body_bytes + 1)
+                if len(body) > self._max_body_bytes:
+                    raise SourceError(
+                        "parse",
+                        f"{where}: body exceeds the limit of {self._max_body_bytes} bytes",
+                    )
+                return HttpResult(
+                    status=response.status,
+                    text=body.decode("utf-8", errors="replace"),
+                    headers=response.headers,
+                )
+        except SourceError:
+            raise
+        except TimeoutError as error:
+            # aiohttp's own timeouts are TimeoutError subclasses (and ClientErrors):
+            # caught before the connection errors below.
+            raise SourceError(
+                "timeout", f"{where}: no answer within {self.target.timeout_seconds:g} s"
+            ) from error
+        except aiohttp.ClientError as error:
+            reason = "tls" if _is_tls_failure(error) else "connect"
+            raise SourceError(reason, f"{where}: {error}") from error
+        except ssl.SSLError as error:
+            raise SourceError("tls", f"{where}: {error}") from error
+
+    def _raise_for(self, path: str, result: HttpResult) -> None:
+        status = result.status
+        where = f"target {self.target.name} GET {path}: HTTP {status}"
+        body = _truncate(result.text)
+        retry_after = parse_retry_after(result.headers.get("Retry-After"))
+        if status in (401, 403):
+            raise SourceError("auth", f"{where}: {body}")
+        if status == 429:
+            raise SourceError("throttled", f"{where}: {body}", delay=retry_after)
+        if status == 404:
+            raise SourceError("not_found", f"{where}: {body}")
+        if 400 <= status < 500:
+            raise SourceError("http_4xx", f"{where}: {body}")
+        if status >= 500:
+            raise SourceError("http_5xx", f"{where}: {body}", delay=retry_after)
+        # 1xx/3xx: redirects are followed by aiohttp, so this is a target misbehaving.
+        raise SourceError("http_4xx", f"{where}: unexpected status")
+
+    async def get(self, path: str, *, accept: str | None = None) -> HttpResult:
+        """GET ``path`` (relative to the target's URL); a 2xx result or SourceError."""
+        result = await self._request(path, accept)
+        if not result.ok:
+            self._raise_for(path, result)
+        return result
+
+    async def get_ok_or_status(self, path: str, *, accept: str | None = None) -> HttpResult:
+        """GET a health endpoint: any answer that is the target's verdict is returned.
+
+        2xx, 4xx and 5xx come back as results (``/readyz`` answers 500 with the failed
+        checks in its body; a 404 tells that the endpoint does not exist there). 401,
+        403 and 429 raise, as in :meth:`get`: they are about our credentials and the
+        target's load shedding, not its health; so do the transport failures.
+        """
+        result = await self._request(path, accept)
+        if result.status in (401, 403, 429) or not (result.ok or result.status >= 400):
+            self._raise_for(path, result)
+        return result
+
+    async def close(self) -> None:
+        """Close the session; the client cannot be used afterwards."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
