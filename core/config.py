@@ -361,6 +361,35 @@ class EtcdConfig:
 
 
 @dataclass(frozen=True)
+class NetworkPluginConfig:
+    """The network plugin's agents, watched per zone (the seed asks whether container
+    networks survive the plugin's metadata store failing)."""
+
+    daemonsets: Annotated[tuple[Annotated[str, NonEmpty()], ...], NonEmpty()] = (
+        "calico-node",
+        "cilium",
+        "kube-flannel-ds",
+        "weave-net",
+        "antrea-agent",
+        "kube-router",
+        "aws-node",
+    )
+    """DaemonSet names of the network plugin's agents, matched in any namespace."""
+    interval_seconds: Annotated[float, Range(5, 3600)] = 60.0
+    """How often the agents, their pods and the nodes are listed (paginated)."""
+
+
+@dataclass(frozen=True)
+class ObjectPressureConfig:
+    """What weighs on etcd: the seed names Events and large ConfigMaps."""
+
+    top_configmaps: Annotated[int, Range(1, 100)] = 10
+    """How many of the largest ConfigMaps are exported by name."""
+    configmaps_interval_seconds: Annotated[float, Range(30, 86400)] = 300.0
+    """How often ConfigMap sizes are read (a paginated LIST of every ConfigMap)."""
+
+
+@dataclass(frozen=True)
 class ExporterConfig:
     """The exporter (``kube-ballast exporter``): probes and watches, serves /metrics."""
 
@@ -376,6 +405,10 @@ class ExporterConfig:
     """kube-controller-manager instances (secure port, normally 10257)."""
     etcd: EtcdConfig = field(default_factory=EtcdConfig)
     """etcd clusters."""
+    network: NetworkPluginConfig = field(default_factory=NetworkPluginConfig)
+    """The network plugin's agents."""
+    objects: ObjectPressureConfig = field(default_factory=ObjectPressureConfig)
+    """Object pressure on etcd."""
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         yield from _unique_names(self.apiservers, "apiservers")

@@ -77,12 +77,12 @@ DEFAULT_CNI_DAEMONSETS = (
     "kube-router",
     "aws-node",
 )
-"""DaemonSet names of the common network plugins, matched in any namespace. To become
-the setting ``exporter.network.daemonsets`` (a list of names, this as its default)."""
+"""DaemonSet names of the common network plugins, matched in any namespace; the
+setting ``exporter.network.daemonsets`` has the same default."""
 
 NETWORK_INTERVAL_SECONDS = 60.0
-"""How often the agents, their pods and the nodes are listed. To become
-``exporter.network.interval_seconds``."""
+"""How often the agents, their pods and the nodes are listed (the default of
+``exporter.network.interval_seconds``)."""
 
 NETWORK_TIMEOUT_SECONDS = 45.0
 """Give up on one refresh after this long (a few dozen pages on a slow apiserver)."""
@@ -463,5 +463,12 @@ class NetworkCollector:
 def build_network(context: ExporterContext) -> Sequence[MetricsCollector]:
     """The network plugin source and collector. Always built: the agents are read
     through the Kubernetes API, which every exporter has."""
-    view = context.add_source(NetworkPluginSource(shared_reader(context)))
+    settings = context.config.network
+    view = context.add_source(
+        NetworkPluginSource(
+            shared_reader(context),
+            daemonsets=settings.daemonsets,
+            interval_seconds=settings.interval_seconds,
+        )
+    )
     return [NetworkCollector(view)]

@@ -65,14 +65,15 @@ __all__ = [
 ]
 
 DEFAULT_TOP_CONFIGMAPS = 10
-"""How many of the largest ConfigMaps to report. To become the setting
-``exporter.objects.top_configmaps`` (bounded: it is the cardinality of the series)."""
+"""How many of the largest ConfigMaps to report (the default of
+``exporter.objects.top_configmaps``; bounded: it is the cardinality of the series)."""
 
 CONFIGMAP_PAGE_SIZE = 100
 """ConfigMaps per LIST page (see the module docstring for why not 500)."""
 
 CONFIGMAP_INTERVAL_SECONDS = 300.0
-"""How often every ConfigMap is listed. To become ``exporter.objects.interval_seconds``."""
+"""How often every ConfigMap is listed (the default of
+``exporter.objects.configmaps_interval_seconds``)."""
 
 CONFIGMAP_TIMEOUT_SECONDS = 120.0
 
@@ -331,5 +332,12 @@ def build_objects(context: ExporterContext) -> Sequence[MetricsCollector]:
         )
         for target in context.apiserver_targets()
     }
-    configmaps = context.add_source(ConfigMapSizesSource(shared_reader(context)))
+    settings = context.config.objects
+    configmaps = context.add_source(
+        ConfigMapSizesSource(
+            shared_reader(context),
+            top_n=settings.top_configmaps,
+            interval_seconds=settings.configmaps_interval_seconds,
+        )
+    )
     return [ObjectsCollector(apiservers, configmaps)]
