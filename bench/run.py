@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("simulator_list.py",)
+BENCHMARKS = ("simulator_list.py", "exporter_metrics.py")
 
 
 def main() -> int:
