@@ -45,21 +45,32 @@ import yaml
 from kubeballast.core.errors import ConfigError
 
 __all__ = [
+    "ActionConfig",
+    "ClusterStateConfig",
     "Config",
     "ConfigError",
+    "EtcdBackupConfig",
     "EtcdClusterConfig",
     "EtcdConfig",
+    "EtcdMemberConfig",
+    "EtcdRestoreConfig",
     "ExporterConfig",
     "HttpUrl",
     "KubernetesAccessConfig",
+    "LeaderElectionConfig",
     "ListenConfig",
     "LoggingConfig",
     "Loopback",
+    "MaintenanceWindowConfig",
     "NodeLifecycleConfig",
     "NonEmpty",
+    "NotificationsConfig",
     "Range",
     "ReceiverAuthConfig",
     "ReceiverConfig",
+    "ReceiverTLSConfig",
+    "RemediationsConfig",
+    "ScaleLimitsConfig",
     "ScenarioConfig",
     "SimulatorConfig",
     "TargetConfig",
@@ -182,6 +193,13 @@ class Loopback:
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Port = Annotated[int, Range(0, 65535)]
+
+RECEIVER_DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+"""About twice the body Alertmanager 0.25 sends for a group of 5000 realistic alerts
+(5 220 014 bytes: nine labels, a summary, a description, a runbook URL and a Prometheus
+generator URL each; tests/receiver/capture_payloads.py measures it)."""
+RESERVED_RECEIVER_PATHS = ("/healthz", "/metrics", "/records", "/approvals")
+"""The receiver's own endpoints, which the webhook path must not shadow."""
 
 
 @dataclass(frozen=True)
@@ -328,6 +346,67 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class EtcdBackupConfig:
+    """Periodic snapshots of one etcd cluster (``kube-ballast etcd backup``).
+
+    Each snapshot is ``etcd-<cluster>-<UTC time>.db`` in ``directory`` with a JSON
+    sidecar ``.db.json`` beside it, written once the snapshot is verified; the exporter
+    reads the newest sidecar. A snapshot is removed when it is not among the newest
+    ``keep_count`` or is older than ``keep_max_age_seconds``, but the newest verified
+    one is always kept.
+    """
+
+    directory: str | None = None
+    """Folder for snapshots (on another disk than etcd's data, ideally); null: the
+    backup command needs ``--dir``."""
+    keep_count: Annotated[int, Range(1, 100000)] = 24
+    """Keep at most this many snapshots."""
+    keep_max_age_seconds: Annotated[float, Range(0, None, low_exclusive=True)] = 7 * 86400.0
+    """Remove snapshots older than this."""
+    hook_command: tuple[str, ...] = ()
+    """Command run after each verified snapshot with the snapshot's path appended as
+    the last argument (an off-site upload, for instance); empty: none. Its exit status
+    is recorded in the result and the sidecar."""
+    hook_timeout_seconds: Annotated[float, Range(0, 86400, low_exclusive=True)] = 600.0
+    """Kill the hook after this long (recorded as a failure)."""
+    etcdctl: Annotated[str, NonEmpty()] = "etcdctl"
+    """The etcdctl binary (path or name on PATH), used only for ``snapshot status`` and
+    ``snapshot restore``, which read a file the etcd API cannot see."""
+
+
+@dataclass(frozen=True)
+class EtcdMemberConfig:
+    """One member as its unit file starts it, for restore plans."""
+
+    name: Annotated[str, NonEmpty()] = ""
+    """``--name``."""
+    peer_url: Annotated[str, HttpUrl()] = ""
+    """``--initial-advertise-peer-urls`` (and ``--listen-peer-urls``)."""
+    client_url: Annotated[str, HttpUrl()] = ""
+    """``--advertise-client-urls`` (and ``--listen-client-urls``)."""
+
+
+@dataclass(frozen=True)
+class EtcdRestoreConfig:
+    """What ``kube-ballast etcd restore-plan`` and ``restore`` need to rebuild the
+    cluster: the values in the members' unit files. Empty ``members`` takes names and
+    URLs from the live member list."""
+
+    data_dir: Annotated[str, NonEmpty()] = "/var/lib/etcd"
+    """The members' ``--data-dir`` today."""
+    restore_data_dir: Annotated[str, NonEmpty()] = "/var/lib/etcd-restored"
+    """Where a restore writes the new data dir (must not exist yet)."""
+    initial_cluster_token: str | None = None
+    """``--initial-cluster-token`` for a rebuilt cluster; null: a new one is made up
+    (a rebuilt cluster is a new cluster, and a fresh token keeps old members out)."""
+    members: tuple[EtcdMemberConfig, ...] = ()
+    """The members, as their unit files name them; names must be unique."""
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        yield from _unique_names(self.members, "members")
+
+
+@dataclass(frozen=True)
 class EtcdClusterConfig:
     """One etcd cluster (the main one, or a separate one for events).
 
@@ -344,6 +423,10 @@ class EtcdClusterConfig:
     """PEM client certificate (etcd usually requires mutual TLS)."""
     key_file: str | None = None
     """PEM private key of ``cert_file``."""
+    backup: EtcdBackupConfig = field(default_factory=EtcdBackupConfig)
+    """Snapshots (``kube-ballast etcd backup``)."""
+    restore: EtcdRestoreConfig = field(default_factory=EtcdRestoreConfig)
+    """Recovery plans (``kube-ballast etcd restore-plan``)."""
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         yield from _pair(self, "cert_file", "key_file")
@@ -390,6 +473,72 @@ class ObjectPressureConfig:
 
 
 @dataclass(frozen=True)
+class ScaleLimitsConfig:
+    """The cluster sizes kube-ballast is built for (the seed's scale limits); usage is
+    exported against them as counts and ratios."""
+
+    nodes: Annotated[int, Range(1, None)] = 5000
+    """Nodes in the cluster, control plane included."""
+    pods: Annotated[int, Range(1, None)] = 150_000
+    """Pods in the cluster that hold a node or wait for one (finished pods excluded)."""
+    containers: Annotated[int, Range(1, None)] = 300_000
+    """Regular containers of those pods."""
+    pods_per_node: Annotated[int, Range(1, None)] = 100
+    """Pods on one node (the kubelet's own default maximum is 110)."""
+
+
+@dataclass(frozen=True)
+class ClusterStateConfig:
+    """What the exporter derives from watching nodes, Leases, pods and workloads:
+    heartbeats, zone disruption, scale against limits, control-plane sizing, node
+    pools, extended resources and zone spread.
+
+    The node-lifecycle settings must repeat kube-controller-manager's flags: the
+    exporter predicts what that controller will do, and predicts it wrong if they differ.
+    """
+
+    node_monitor_grace_period_seconds: Annotated[float, Range(0, 3600, low_exclusive=True)] = 50.0
+    """--node-monitor-grace-period: a node Lease older than this is stale, and the
+    node-lifecycle controller marks the node Unknown."""
+    unhealthy_zone_threshold: Annotated[float, Range(0, 1)] = 0.55
+    """--unhealthy-zone-threshold: share of NotReady nodes (more than two) that makes a
+    zone PartialDisruption."""
+    large_cluster_size_threshold: Annotated[int, Range(0, None)] = 50
+    """--large-cluster-size-threshold: a PartialDisruption zone with more nodes than
+    this keeps evicting at the secondary rate; a smaller one stops."""
+    node_eviction_rate: Annotated[float, Range(0, None)] = 0.1
+    """--node-eviction-rate: nodes per second tainted NoExecute in a Normal or fully
+    disrupted zone."""
+    secondary_node_eviction_rate: Annotated[float, Range(0, None)] = 0.01
+    """--secondary-node-eviction-rate: nodes per second in a large PartialDisruption zone."""
+    eviction_horizon_seconds: Annotated[float, Range(0, 86400, low_exclusive=True)] = 300.0
+    """Pods whose eviction is predicted within this many seconds are counted per zone."""
+    zone_label: Annotated[str, NonEmpty()] = "topology.kubernetes.io/zone"
+    """Node label naming the zone (with the default, the deprecated
+    failure-domain.beta.kubernetes.io/zone is read too when it is missing). The
+    node-lifecycle controller always uses the standard label, so with another one the
+    zone-disruption metrics no longer mirror its view."""
+    control_plane_label: Annotated[str, NonEmpty()] = "node-role.kubernetes.io/control-plane"
+    """Node label (any value) marking control-plane nodes: sized against the seed's
+    table, and left out of the worker count that chooses the row."""
+    pool_labels: tuple[Annotated[str, NonEmpty()], ...] = (
+        "example.com/node-pool",
+        "cloud.google.com/gke-nodepool",
+        "eks.amazonaws.com/nodegroup",
+        "kubernetes.azure.com/agentpool",
+        "karpenter.sh/nodepool",
+    )
+    """Node labels naming a node's pool or tenant, the first present wins: the simulator's
+    label and the GKE, EKS, AKS and Karpenter ones. Nodes with none are in pool "";
+    empty: no pool metrics."""
+    max_workload_series: Annotated[int, Range(0, 10000)] = 200
+    """Workloads at zone risk exported by name, the riskiest first (the rest are only
+    counted)."""
+    limits: ScaleLimitsConfig = field(default_factory=ScaleLimitsConfig)
+    """The scale limits."""
+
+
+@dataclass(frozen=True)
 class ExporterConfig:
     """The exporter (``kube-ballast exporter``): probes and watches, serves /metrics."""
 
@@ -409,6 +558,8 @@ class ExporterConfig:
     """The network plugin's agents."""
     objects: ObjectPressureConfig = field(default_factory=ObjectPressureConfig)
     """Object pressure on etcd."""
+    state: ClusterStateConfig = field(default_factory=ClusterStateConfig)
+    """Cluster state: heartbeats, zones, capacity, spread."""
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         yield from _unique_names(self.apiservers, "apiservers")
@@ -418,20 +569,237 @@ class ExporterConfig:
 
 @dataclass(frozen=True)
 class ReceiverAuthConfig:
-    """How Alertmanager authenticates to the receiver's webhook.
+    """How Alertmanager authenticates to the receiver's webhook (and clients to its
+    other endpoints, except /healthz and /metrics).
 
-    ``basic_auth_username`` and ``basic_auth_password_file`` go together.
+    Set a bearer token, basic auth, or both (either one is then accepted): with neither,
+    the receiver refuses to start. ``basic_auth_username`` and
+    ``basic_auth_password_file`` go together.
     """
 
     bearer_token_file: str | None = None
-    """File holding the bearer token Alertmanager sends (http_config.authorization)."""
+    """File holding the bearer token Alertmanager sends (http_config.authorization). Read
+    at start (missing or empty: the receiver does not start) and again within a second
+    of the file changing, so a rotated Secret needs no restart."""
     basic_auth_username: str | None = None
     """User name for HTTP basic authentication (http_config.basic_auth)."""
     basic_auth_password_file: str | None = None
-    """File holding the basic-auth password."""
+    """File holding the basic-auth password; reloaded like ``bearer_token_file``."""
+    allow_unauthenticated: bool = False
+    """Accept webhooks without credentials. For tests and demos on loopback only: anyone
+    who can reach the port can then feed alerts to the remediations. Without it, the
+    receiver refuses to start unless a bearer token or basic auth is configured."""
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         yield from _pair(self, "basic_auth_username", "basic_auth_password_file")
+        if self.allow_unauthenticated and (
+            self.bearer_token_file is not None or self.basic_auth_username is not None
+        ):
+            yield (
+                "allow_unauthenticated",
+                "cannot be true when credentials are configured (bearer_token_file or"
+                " basic_auth_username)",
+            )
+
+
+@dataclass(frozen=True)
+class ReceiverTLSConfig:
+    """TLS on the receiver's port, optionally requiring client certificates.
+
+    ``cert_file`` and ``key_file`` go together; ``client_ca_file`` needs them. The files
+    are read when the receiver starts: rotate them with a restart.
+    """
+
+    cert_file: str | None = None
+    """PEM server certificate (chain); null serves plain HTTP."""
+    key_file: str | None = None
+    """PEM private key of ``cert_file``."""
+    client_ca_file: str | None = None
+    """PEM bundle of CAs whose client certificates are required (Alertmanager's
+    ``http_config.tls_config.cert_file``); null asks for no client certificate."""
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        yield from _pair(self, "cert_file", "key_file")
+        if self.client_ca_file is not None and self.cert_file is None:
+            yield "client_ca_file", "needs cert_file and key_file (client certificates need TLS)"
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+@dataclass(frozen=True)
+class LeaderElectionConfig:
+    """Leader election among receiver replicas, on a coordination.k8s.io Lease.
+
+    Every replica receives and records webhooks; only the Lease holder acts. The
+    defaults are client-go's (15 s / 10 s / 2 s). ``renew_deadline_seconds`` must be
+    below ``lease_duration_seconds`` and ``retry_period_seconds`` below that, so that a
+    leader that cannot renew stops acting before anyone else may take over.
+    """
+
+    lease_name: Annotated[str, NonEmpty()] = "kube-ballast-receiver"
+    """Name of the Lease, in ``receiver.remediations.namespace``."""
+    lease_duration_seconds: Annotated[float, Range(0, 3600, low_exclusive=True)] = 15.0
+    """How long a Lease that was not renewed keeps others away (leaseDurationSeconds)."""
+    renew_deadline_seconds: Annotated[float, Range(0, 3600, low_exclusive=True)] = 10.0
+    """A leader that has not renewed for this long stops acting."""
+    retry_period_seconds: Annotated[float, Range(0, 600, low_exclusive=True)] = 2.0
+    """How often the leader renews and the others try to acquire."""
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        if self.renew_deadline_seconds >= self.lease_duration_seconds:
+            yield (
+                "renew_deadline_seconds",
+                f"must be less than lease_duration_seconds ({self.lease_duration_seconds:g}), "
+                f"got {self.renew_deadline_seconds:g}",
+            )
+        if self.retry_period_seconds >= self.renew_deadline_seconds:
+            yield (
+                "retry_period_seconds",
+                f"must be less than renew_deadline_seconds ({self.renew_deadline_seconds:g}), "
+                f"got {self.retry_period_seconds:g}",
+            )
+
+
+@dataclass(frozen=True)
+class MaintenanceWindowConfig:
+    """A recurring time (UTC) in which no remediation runs: people are at work on the
+    cluster, and an automated action would get in their way."""
+
+    name: Annotated[str, NonEmpty()] = ""
+    """Shown in the refusal's reason; unique."""
+    days: tuple[Weekday, ...] = ()
+    """Days the window starts on (``mon`` ... ``sun``); empty means every day."""
+    start: Annotated[str, NonEmpty()] = "00:00"
+    """Start time of day, ``HH:MM`` in UTC."""
+    duration_minutes: Annotated[int, Range(1, 7 * 24 * 60)] = 60
+    """Length of the window; it may run past midnight."""
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        hours, _, minutes = self.start.partition(":")
+        if not (
+            len(hours) == 2
+            and len(minutes) == 2
+            and hours.isdigit()
+            and minutes.isdigit()
+            and int(hours) < 24
+            and int(minutes) < 60
+        ):
+            yield "start", f"must be a time of day HH:MM (UTC), got {_show(self.start)}"
+
+
+@dataclass(frozen=True)
+class ActionConfig:
+    """One remediation action: which alerts trigger it and the limits it runs under.
+
+    An action listed here still runs only when it is also in ``enabled_actions``, and
+    only for real when both ``receiver.dry_run`` and its own ``dry_run`` are false.
+    """
+
+    name: Annotated[str, NonEmpty()] = ""
+    """The action (``notify``, ``etcd-backup``, ``etcd-defrag``, ``etcd-recover-nospace``)."""
+    alerts: tuple[str, ...] = ()
+    """Alert names (the ``alertname`` label) that trigger it; ``*`` matches any alert."""
+    dry_run: bool = True
+    """Decide and record, but do not act (on top of the global ``receiver.dry_run``)."""
+    require_approval: bool = False
+    """Post the plan to chat with an id and wait for ``kube-ballast remediations approve
+    ID`` (or ``POST /approvals/ID``) before acting."""
+    max_per_hour: Annotated[int, Range(0, 1000)] = 2
+    """Executions of this action in any sliding hour; 0 forbids it outright."""
+    cooldown_seconds: Annotated[float, Range(0, 7 * 86400)] = 3600.0
+    """Minimum time between two executions on the same target (a member, a node)."""
+    max_nodes: Annotated[int, Range(0)] = 1
+    """Most nodes one execution may touch."""
+    max_pods: Annotated[int, Range(0)] = 0
+    """Most pods one execution may touch."""
+    max_members: Annotated[int, Range(0)] = 1
+    """Most etcd members one execution may touch."""
+    max_cluster_fraction: Annotated[float, Range(0, 1)] = 0.05
+    """Most of the cluster's nodes, as a fraction, one execution may touch."""
+    ttl_seconds: Annotated[float, Range(0, 7 * 86400, low_exclusive=True)] = 1800.0
+    """For reversible actions (those that pause a safety mechanism): reverted after this
+    long even if the alert never resolves."""
+
+
+@dataclass(frozen=True)
+class NotificationsConfig:
+    """Chat notifications through apprise: one message per alert group and decision."""
+
+    urls_file: str | None = None
+    """File with one apprise URL per line (``slack://...``, ``mmost://...``, ``json://...``;
+    ``#`` starts a comment). The URLs carry credentials, hence a file. Null: decisions are
+    only logged and recorded."""
+    attempts: Annotated[int, Range(1, 20)] = 5
+    """Attempts per message before it is counted as failed."""
+    backoff_seconds: Annotated[float, Range(0, 300, low_exclusive=True)] = 2.0
+    """Wait before the second attempt; doubled for each further one (with jitter)."""
+    timeout_seconds: Annotated[float, Range(0, 300, low_exclusive=True)] = 15.0
+    """Give up on one attempt after this long."""
+    max_queue: Annotated[int, Range(1, 100000)] = 1000
+    """Messages waiting to be sent; beyond that new ones are dropped (and counted)."""
+
+
+@dataclass(frozen=True)
+class RemediationsConfig:
+    """The guard kernel, the ledger and the actions behind the webhook.
+
+    All state lives in Kubernetes objects in ``namespace`` (no database): ConfigMaps
+    ``<state_prefix>-records`` (execution records), ``-limits`` (budgets and cooldowns)
+    and ``-active`` (reversible actions and their expiry), the kill-switch ConfigMap and
+    the leader Lease. The receiver's service account needs get/create/update on
+    configmaps and leases there, and create on events.
+    """
+
+    kubernetes: KubernetesAccessConfig = field(default_factory=KubernetesAccessConfig)
+    """Access to the Kubernetes API (state, leader election, events, actions)."""
+    namespace: Annotated[str, NonEmpty()] = "kube-ballast"
+    """Namespace of the state ConfigMaps and the Lease (it must exist)."""
+    state_prefix: Annotated[str, NonEmpty()] = "kube-ballast-remediations"
+    """Name prefix of the state ConfigMaps."""
+    kill_switch_configmap: Annotated[str, NonEmpty()] = "kube-ballast-kill-switch"
+    """ConfigMap whose ``paused: "true"`` stops every action (``kube-ballast remediations
+    pause``). Unreadable means paused: the switch fails closed."""
+    leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
+    """Which replica acts."""
+    enabled_actions: tuple[str, ...] = ()
+    """Actions allowed to run at all; anything else is refused (and notified)."""
+    actions: tuple[ActionConfig, ...] = ()
+    """The actions, their triggering alerts and limits; names unique."""
+    max_actions_per_hour: Annotated[int, Range(0, 10000)] = 6
+    """Executions that change the cluster, all actions together, in any sliding hour."""
+    max_node_affecting_per_hour: Annotated[int, Range(0, 10000)] = 2
+    """Executions that affect nodes (drain, cordon, pause eviction), in any sliding hour."""
+    maintenance_windows: tuple[MaintenanceWindowConfig, ...] = ()
+    """Times in which nothing runs."""
+    approval_ttl_seconds: Annotated[float, Range(0, 7 * 86400, low_exclusive=True)] = 3600.0
+    """How long a plan waits for approval before it is refused as expired."""
+    record_retention_seconds: Annotated[float, Range(60, 90 * 86400)] = 7 * 86400.0
+    """Finished execution records older than this are pruned. Alertmanager re-sends a
+    firing group every repeat_interval with the same startsAt; records must outlive it
+    for a re-send to be recognised (cooldowns protect the target either way)."""
+    max_records: Annotated[int, Range(10, 2000)] = 300
+    """Most execution records kept; the oldest finished ones go first (a ConfigMap holds
+    at most 1 MiB)."""
+    scan_interval_seconds: Annotated[float, Range(0, 300, low_exclusive=True)] = 2.0
+    """How often the leader looks for recorded work (a replica that received the group
+    wakes its own leader at once; others' are found by this scan)."""
+    api_timeout_seconds: Annotated[float, Range(0, 300, low_exclusive=True)] = 10.0
+    """Timeout of one Kubernetes API request."""
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    """Chat notifications."""
+    etcd: EtcdConfig = field(default_factory=EtcdConfig)
+    """The etcd clusters the etcd actions act on (usually the same as
+    ``exporter.etcd``); an alert names its cluster in the ``cluster`` label."""
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        yield from _unique_names(self.actions, "actions")
+        yield from _unique_names(self.maintenance_windows, "maintenance_windows")
+        seen: set[str] = set()
+        for index, name in enumerate(self.enabled_actions):
+            if name in seen:
+                yield f"enabled_actions[{index}]", f"duplicate action {name!r}"
+            seen.add(name)
 
 
 @dataclass(frozen=True)
@@ -442,8 +810,28 @@ class ReceiverConfig:
     """Where the webhook, /metrics and /healthz are served."""
     auth: ReceiverAuthConfig = field(default_factory=ReceiverAuthConfig)
     """Authentication of incoming webhooks."""
+    tls: ReceiverTLSConfig = field(default_factory=ReceiverTLSConfig)
+    """TLS and client-certificate verification; off by default (plain HTTP)."""
+    path: Annotated[str, NonEmpty()] = "/webhook/alertmanager"
+    """URL path of the webhook (Alertmanager's ``webhook_configs[].url`` ends with it)."""
+    max_body_bytes: Annotated[int, Range(1024, 1024**3)] = RECEIVER_DEFAULT_MAX_BODY_BYTES
+    """Largest webhook body accepted; larger ones get 413. The default is about twice a
+    realistic 5000-alert group (see docs/performance.md)."""
+    max_alerts: Annotated[int, Range(1, 1_000_000)] = 10000
+    """Most alerts in one group; more get 422. Alertmanager's ``webhook_configs[].max_alerts``
+    truncates a group before sending it, and is the better place to cap."""
     dry_run: bool = True
     """Decide and record, but change nothing. Turn off only after reading the runbooks."""
+    remediations: RemediationsConfig = field(default_factory=RemediationsConfig)
+    """The guard kernel, ledger, leader election, actions and notifications."""
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        if not self.path.startswith("/"):
+            yield "path", f"must start with '/', got {_show(self.path)}"
+        elif self.path.rstrip("/") in RESERVED_RECEIVER_PATHS or self.path.startswith(
+            "/approvals/"
+        ):
+            yield "path", f"is one of the receiver's own endpoints, got {_show(self.path)}"
 
 
 @dataclass(frozen=True)
@@ -909,7 +1297,7 @@ def example_config() -> Config:
     )
     masters = ("10.0.0.11", "10.0.0.12", "10.0.0.13")
     etcd_pki = "/etc/kube-ballast/etcd"
-    return Config(
+    config = Config(
         logging=LoggingConfig(level="INFO", format="json"),
         simulator=SimulatorConfig(kubeconfig_path="simulator.kubeconfig"),
         exporter=ExporterConfig(
@@ -926,6 +1314,21 @@ def example_config() -> Config:
                         ca_file=f"{etcd_pki}/ca.crt",
                         cert_file=f"{etcd_pki}/client.crt",
                         key_file=f"{etcd_pki}/client.key",
+                        backup=EtcdBackupConfig(
+                            directory="/var/backups/etcd/main",
+                            hook_command=("/usr/local/bin/upload-etcd-snapshot",),
+                        ),
+                        restore=EtcdRestoreConfig(
+                            initial_cluster_token="etcd-main",
+                            members=tuple(
+                                EtcdMemberConfig(
+                                    name=f"etcd-{index}",
+                                    peer_url=f"https://{address}:2380",
+                                    client_url=f"https://{address}:2379",
+                                )
+                                for index, address in enumerate(masters, start=1)
+                            ),
+                        ),
                     ),
                     EtcdClusterConfig(
                         name="events",
@@ -945,7 +1348,41 @@ def example_config() -> Config:
                 basic_auth_password_file=None,
             ),
             dry_run=True,
+            remediations=RemediationsConfig(
+                kubernetes=KubernetesAccessConfig(in_cluster=True),
+                enabled_actions=("notify",),
+                actions=(
+                    ActionConfig(
+                        name="notify",
+                        alerts=("*",),
+                        dry_run=False,
+                        max_per_hour=60,
+                        cooldown_seconds=0.0,
+                    ),
+                    ActionConfig(
+                        name="etcd-defrag",
+                        alerts=("EtcdDatabaseFragmented",),
+                        require_approval=True,
+                        max_per_hour=3,
+                        cooldown_seconds=6 * 3600.0,
+                        max_members=3,
+                    ),
+                ),
+                maintenance_windows=(
+                    MaintenanceWindowConfig(
+                        name="upgrades", days=("tue",), start="22:00", duration_minutes=120
+                    ),
+                ),
+                notifications=NotificationsConfig(
+                    urls_file="/etc/kube-ballast/receiver/apprise-urls"
+                ),
+            ),
         ),
+    )
+    # The receiver's etcd actions act on the clusters the exporter watches.
+    remediations = dataclasses.replace(config.receiver.remediations, etcd=config.exporter.etcd)
+    return dataclasses.replace(
+        config, receiver=dataclasses.replace(config.receiver, remediations=remediations)
     )
 
 

@@ -29,12 +29,15 @@ __all__ = ["KubeClientProvider", "kube_client"]
 ApiClient = Any
 
 
-async def kube_client(access: KubernetesAccessConfig) -> ApiClient:
+async def kube_client(
+    access: KubernetesAccessConfig, key_prefix: str = "exporter.kubernetes"
+) -> ApiClient:
     """A new ``ApiClient`` for ``access``; the caller closes it (``await client.close()``).
 
     ``kubeconfig_path`` loads that file; ``in_cluster`` uses the pod's service account;
     neither uses the usual lookup ($KUBECONFIG, then ~/.kube/config), at call time.
-    Raises ``ConfigError`` naming the setting when the credentials cannot be loaded.
+    Raises ``ConfigError`` naming the setting (under ``key_prefix``, where ``access``
+    sits in the configuration) when the credentials cannot be loaded.
     """
     from kubernetes_asyncio import config
     from kubernetes_asyncio.client import ApiClient as _ApiClient
@@ -56,11 +59,7 @@ async def kube_client(access: KubernetesAccessConfig) -> ApiClient:
                 persist_config=False,
             )
     except (ConfigException, OSError) as error:
-        key = (
-            "exporter.kubernetes.in_cluster"
-            if access.in_cluster
-            else "exporter.kubernetes.kubeconfig_path"
-        )
+        key = f"{key_prefix}.{'in_cluster' if access.in_cluster else 'kubeconfig_path'}"
         raise ConfigError(f"cannot load Kubernetes credentials: {error}", key_path=key) from error
     return _ApiClient(configuration)
 

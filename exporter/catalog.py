@@ -33,7 +33,8 @@ being imported.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 from kubeballast.core.config import ExporterConfig, TargetConfig
@@ -41,6 +42,8 @@ from kubeballast.core.kube import KubeClientProvider
 from kubeballast.exporter.contract import MetricsCollector, SnapshotView, Source
 from kubeballast.exporter.http import TargetClient, default_in_cluster_apiserver
 from kubeballast.exporter.runner import SourceSet
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Catalog",
@@ -65,6 +68,12 @@ class ExporterContext:
         self.kube = KubeClientProvider(config.kubernetes)
         """The shared Kubernetes API client: ``api = await context.kube.get()``."""
         self._clients: dict[TargetConfig, TargetClient] = {}
+        self._on_close: list[Callable[[], Awaitable[None]]] = []
+
+    def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` when the exporter shuts down, after the sources stopped and
+        before the shared clients close (caches that hold connections or tasks)."""
+        self._on_close.append(callback)
 
     def add_source(self, source: Source[T]) -> SnapshotView[T]:
         """Run ``source`` with the exporter; the result is what its collectors read.
@@ -90,9 +99,17 @@ class ExporterContext:
         return ()
 
     async def aclose(self) -> None:
-        """Close every client handed out (idempotent)."""
+        """Run the close callbacks (newest first), then close every client handed out
+        (idempotent)."""
+        callbacks, self._on_close = self._on_close[::-1], []
         clients, self._clients = list(self._clients.values()), {}
         try:
+            for callback in callbacks:
+                try:
+                    await callback()
+                except Exception:
+                    # One failing cleanup must not leave the other clients open.
+                    log.exception("exporter shutdown: a close callback failed")
             for client in clients:
                 await client.close()
         finally:
@@ -141,12 +158,16 @@ def default_catalog() -> Catalog:
     # ExporterContext), and import-linter sees function-level imports all the same.
     from kubeballast.exporter.apiserver import build_apiserver
     from kubeballast.exporter.components import build_components
+    from kubeballast.exporter.etcd import build_etcd
     from kubeballast.exporter.network import build_network
     from kubeballast.exporter.objects import build_objects
+    from kubeballast.exporter.state import build_state
 
     catalog = Catalog()
     catalog.register("apiserver", build_apiserver)
     catalog.register("components", build_components)
+    catalog.register("etcd", build_etcd)
     catalog.register("network", build_network)
     catalog.register("objects", build_objects)
+    catalog.register("state", build_state)
     return catalog

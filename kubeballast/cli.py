@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TextIO
 
-from kubeballast import __version__, simctl
+from kubeballast import __version__, etcdcli, remediationscli, simctl
 from kubeballast.core.config import (
     Config,
     ConfigError,
@@ -130,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     simctl.add_arguments(simctl_parser)
     simctl_parser.set_defaults(handler=_cmd_simctl)
 
+    etcd = commands.add_parser(
+        "etcd",
+        help="etcd operations: backup, restore-plan, restore, defrag, recover-nospace",
+        description="Operate an etcd cluster of exporter.etcd.clusters (or --endpoints)."
+        " defrag and recover-nospace are dry runs unless --execute is given.",
+    )
+    _add_global_options(etcd, in_subcommand=True)
+    etcdcli.add_arguments(etcd)
+    etcd.set_defaults(handler=etcdcli.run)
+
     exporter = commands.add_parser(
         "exporter",
         help="run the Prometheus exporter",
@@ -154,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_global_options(receiver, in_subcommand=True)
     receiver.set_defaults(handler=_cmd_receiver)
+
+    remediations = commands.add_parser(
+        "remediations",
+        help="pause, resume or approve remediations; list their records",
+        description="Act on the receiver's guard kernel through its state in Kubernetes "
+        "(receiver.remediations.kubernetes gives the credentials).",
+    )
+    _add_global_options(remediations, in_subcommand=True)
+    remediationscli.add_arguments(remediations)
+    remediations.set_defaults(handler=_cmd_remediations)
 
     config = commands.add_parser(
         "config", help="check or document the configuration", description="Configuration tools."
@@ -306,6 +326,11 @@ def _cmd_receiver(args: argparse.Namespace, config: Config) -> int:
     from kubeballast.remediations.server import run_receiver
 
     return run_until_signalled(run_receiver(config.receiver))
+
+
+def _cmd_remediations(args: argparse.Namespace, config: Config) -> int:
+    _print(sys.stdout, json.dumps(remediationscli.run(args, config.receiver), indent=2))
+    return EXIT_OK
 
 
 def _cmd_config_check(args: argparse.Namespace, config: Config) -> int:

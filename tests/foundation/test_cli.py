@@ -119,7 +119,7 @@ def test_the_console_script_is_installed() -> None:
         (
             ["deploy"],
             "kube-ballast: usage: argument COMMAND: invalid choice: 'deploy'"
-            " (choose from simulate, simctl, exporter, receiver, config)"
+            " (choose from simulate, simctl, etcd, exporter, receiver, remediations, config)"
             " (see 'kube-ballast --help')",
         ),
         (
@@ -313,21 +313,79 @@ def wait_for_http(url: str, process: subprocess.Popen[str]) -> str:
             time.sleep(0.05)
 
 
+@pytest.fixture(scope="module")
+def simulator_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A small simulator in its own process, with the namespace the receiver keeps its
+    state in: the receiver's engine needs a Kubernetes API to start."""
+    directory = tmp_path_factory.mktemp("simulator")
+    kubeconfig = directory / "kubeconfig"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kubeballast",
+            "simulate",
+            "--nodes",
+            "3",
+            "--pods-per-node",
+            "1",
+            "--no-kubelets",
+            "--no-controllers",
+            "--kubeconfig",
+            str(kubeconfig),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while not kubeconfig.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the simulator did not start: {process.stderr}")
+            time.sleep(0.05)
+        doc = yaml.safe_load(kubeconfig.read_text())
+        server = doc["clusters"][0]["cluster"]["server"]
+        token = doc["users"][0]["user"]["token"]
+        request = urllib.request.Request(
+            f"{server}/api/v1/namespaces",
+            data=json.dumps({"metadata": {"name": "kube-ballast"}}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 201
+        yield kubeconfig
+    finally:
+        process.terminate()
+        try:
+            process.communicate(timeout=DEADLINE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+
 @pytest.mark.parametrize(
     ("command", "stop_signal"),
     [("exporter", signal.SIGTERM), ("receiver", signal.SIGTERM), ("exporter", signal.SIGINT)],
     ids=["exporter-SIGTERM", "receiver-SIGTERM", "exporter-SIGINT"],
 )
 def test_a_server_serves_health_and_metrics_and_stops_cleanly(
-    tmp_path: Path, free_port: int, command: str, stop_signal: signal.Signals
+    tmp_path: Path,
+    free_port: int,
+    command: str,
+    stop_signal: signal.Signals,
+    request: pytest.FixtureRequest,
 ) -> None:
-    path = write_config(
-        tmp_path,
-        {
-            "logging": {"format": "json"},
-            command: {"listen": {"host": "127.0.0.1", "port": free_port}},
-        },
-    )
+    section: dict[str, Any] = {"listen": {"host": "127.0.0.1", "port": free_port}}
+    if command == "receiver":
+        # Authentication is on by default and the engine keeps its state in Kubernetes.
+        token = tmp_path / "token"
+        token.write_text("a-test-token\n")
+        kubeconfig = request.getfixturevalue("simulator_kubeconfig")
+        section["auth"] = {"bearer_token_file": str(token)}
+        section["remediations"] = {"kubernetes": {"kubeconfig_path": str(kubeconfig)}}
+    path = write_config(tmp_path, {"logging": {"format": "json"}, command: section})
     process = subprocess.Popen(
         [sys.executable, "-m", "kubeballast", "--config", str(path), command],
         stdout=subprocess.PIPE,
