@@ -10,7 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("simulator_list.py", "exporter_metrics.py")
+BENCHMARKS = (
+    "simulator_list.py",
+    "exporter_metrics.py",
+    "exporter_state.py",
+    "exporter_etcd.py",
+    "etcd_backup.py",
+    "receiver_ack.py",
+)
 
 
 def main() -> int:
