@@ -14,6 +14,7 @@ BENCHMARKS = (
     "simulator_list.py",
     "exporter_metrics.py",
     "exporter_state.py",
+    "exporter_state_render.py",
     "exporter_etcd.py",
     "etcd_backup.py",
     "receiver_ack.py",
