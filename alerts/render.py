@@ -47,6 +47,8 @@ AREA_TITLES: Mapping[str, str] = {
     "apiserver": "kube-apiserver",
     "controlplane": "Scheduler and controller-manager",
     "network": "Network plugin",
+    "etcd": "etcd",
+    "cluster-state": "Cluster state: heartbeats, zones, evictions, scale, placement",
     "kube-ballast": "kube-ballast itself",
 }
 """Rule files by area (file stem) and their headings in docs/alerts.md, in order.
@@ -197,8 +199,11 @@ Conventions every alert follows (the tests in tests/alerts/ hold them):
   `python alerts/render.py --runbook-base-url URL --output DIR`
   (`URL` like `https://git.example.com/kube-ballast/blob/main/docs/runbooks/`).
 - **Metrics.** Rules read only what `kube-ballast exporter` serves
-  ([metrics.md](metrics.md)) and the upstream names listed, with the component that
-  exposes them, in [alerts/upstream-metrics.txt](../alerts/upstream-metrics.txt).
+  ([metrics.md](metrics.md)), what `kube-ballast receiver` serves on its own `/metrics`
+  (`kubeballast_receiver_*`, `kubeballast_remediation_*`, `kubeballast_notifications_total`;
+  the tests read them from the receiver's registry), and the upstream names listed, with
+  the component that exposes them, in
+  [alerts/upstream-metrics.txt](../alerts/upstream-metrics.txt).
   Latency and error ratios are recording rules; the exporter's histograms are already
   low-cardinality, and are still aggregated before anything else reads them.
 
@@ -206,11 +211,14 @@ The example Alertmanager configuration groups by `cluster` and `alertname`, so a
 per-node or per-zone alerts of one kind arrives as one notification; routes alerts whose
 `automation` is not `none` to the kube-ballast receiver as well as to people; and
 inhibits the symptoms of a control-plane incident (`KubeApiserverCongested`,
-`KubeApiserverDown`, `EtcdNoLeader`) such as NotReady nodes and TargetDown.
+`KubeApiserverDown`, `EtcdNoLeader`, `KubeNodeHeartbeatStorm`) such as NotReady nodes,
+`KubeNodeHeartbeatsMissing` and TargetDown.
 
-Rule files still to come, for the exporter areas being built: etcd (`EtcdNoLeader` is
-already named in the inhibit rules), cluster state (heartbeats, zones, capacity,
-spread), and the receiver's own health in kube-ballast.yaml.
+The etcd rules cover every alert of etcd's own mixin (etcd-io/etcd `contrib/mixin`, same
+names in CamelCase, same thresholds; the two-threshold ones as a warning and a critical
+variant of one name) over the exporter's `kubeballast_etcd_*` series, so they work where
+Prometheus does not scrape etcd itself. On those series `cluster` is the etcd cluster's
+name in `exporter.etcd.clusters`, which the receiver's etcd actions act on.
 """
 
 

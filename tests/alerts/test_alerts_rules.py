@@ -3,8 +3,9 @@
 - every alert has severity, automation, summary, description and a runbook that exists,
   and every runbook belongs to an alert;
 - every metric a rule reads is one the exporter describes (its metric specs, the source
-  of docs/metrics.md), a recording rule, or an upstream metric listed with its component
-  in alerts/upstream-metrics.txt; label matchers use labels the metric has;
+  of docs/metrics.md), one the receiver registers (its registry, built as the receiver
+  builds it), a recording rule, or an upstream metric listed with its component in
+  alerts/upstream-metrics.txt; label matchers use labels the metric has;
 - the promtool tests cover every alert (firing with full labels and annotations, at the
   ``for:`` boundary, negative) and every recording rule;
 - the PrometheusRule resources and docs/alerts.md match what alerts/render.py renders.
@@ -22,16 +23,28 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from kubeballast.core.config import ReceiverConfig
 from kubeballast.exporter.app import all_metric_specs, exposed_name
+from kubeballast.remediations.auth import Authenticator
+from kubeballast.remediations.engine import build_intake
+from kubeballast.remediations.webhook import create_app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ALERTS = REPO_ROOT / "alerts"
 RUNBOOKS = REPO_ROOT / "docs" / "runbooks"
 
-AUTOMATIONS = frozenset({"none", "eviction-pause"})
+AUTOMATIONS = frozenset(
+    {"none", "eviction-pause", "notify", "etcd-backup", "etcd-defrag", "etcd-recover-nospace"}
+)
 """The remediations an ``automation`` label may name. A new remediation adds its name
-here together with its receiver action."""
+here together with its receiver action (remediations/actions.py)."""
+
+AUTOMATIONS_WITHOUT_ACTION = frozenset({"eviction-pause"})
+"""Automations the rules name before the receiver ships their action (the eviction pause
+is being built); Alertmanager routes them, and the receiver refuses what it does not
+know. Remove a name from here when its action is registered."""
 
 SEVERITIES = frozenset({"critical", "warning"})
 
@@ -127,14 +140,27 @@ def test_runbook_has_every_section_and_names_its_automation(rule: Any) -> None:
     assert "```" in confirm
 
 
-def test_alerts_sharing_a_name_differ_only_in_windows() -> None:
+def test_every_automation_is_a_receiver_action() -> None:
+    from kubeballast.remediations.actions import default_actions
+
+    shipped = set(default_actions())
+    assert sorted(AUTOMATIONS - {"none"} - AUTOMATIONS_WITHOUT_ACTION - shipped) == []
+    assert sorted(AUTOMATIONS_WITHOUT_ACTION & shipped) == [], "it has an action now"
+
+
+def test_alerts_sharing_a_name_differ_only_in_windows_or_severity() -> None:
+    # Multi-window burn rates differ in their windows; the mixin's two-threshold alerts
+    # (a warning and a critical variant, as in etcd's mixin) in their severity.
     by_name: dict[str, list[Any]] = {}
     for rule in _alerts():
         by_name.setdefault(rule.alert, []).append(rule)
     for name, rules in by_name.items():
         if len(rules) == 1:
             continue
-        windows = {(rule.labels.get("long"), rule.labels.get("short")) for rule in rules}
+        windows = {
+            (rule.labels.get("long"), rule.labels.get("short"), rule.labels["severity"])
+            for rule in rules
+        }
         assert len(windows) == len(rules), name
         assert {rule.labels["automation"] for rule in rules} == {rules[0].labels["automation"]}
 
@@ -144,22 +170,70 @@ def test_alerts_sharing_a_name_differ_only_in_windows() -> None:
 # --------------------------------------------------------------------------------------
 
 
+def _series(name: str, kind: str, labels: frozenset[str]) -> dict[str, frozenset[str]]:
+    """The series a metric family of ``kind`` is exposed as -> their labels."""
+    if kind == "histogram":
+        return {f"{name}_bucket": labels | {"le"}, f"{name}_count": labels, f"{name}_sum": labels}
+    if kind == "summary":
+        return {name: labels | {"quantile"}, f"{name}_count": labels, f"{name}_sum": labels}
+    if kind == "counter":
+        return {f"{name.removesuffix('_total')}_total": labels}
+    return {name: labels}
+
+
 def _exporter_metrics() -> dict[str, frozenset[str]]:
     """Every series name the exporter can serve -> the labels it has."""
     names: dict[str, frozenset[str]] = {}
     for _, spec in all_metric_specs():
         labels = frozenset(spec.labels)
-        if spec.type == "histogram":
-            names[f"{spec.name}_bucket"] = labels | {"le"}
-            names[f"{spec.name}_count"] = labels
-            names[f"{spec.name}_sum"] = labels
-        elif spec.type == "summary":
-            names[spec.name] = labels | {"quantile"}
-            names[f"{spec.name}_count"] = labels
-            names[f"{spec.name}_sum"] = labels
+        if spec.type in {"histogram", "summary"}:
+            names.update(_series(spec.name, spec.type, labels))
         else:
             names[exposed_name(spec)] = labels
     return names
+
+
+def _receiver_metrics() -> dict[str, frozenset[str]]:
+    """Every series name the receiver (``kube-ballast receiver``) can serve -> its labels.
+
+    The receiver has no metric specs: its parts (webhook, engine, notifier) register
+    prometheus_client collectors in the one registry its ``/metrics`` serves. This builds
+    that registry as ``run_receiver`` does (the engine's ``build_intake``, then
+    ``create_app``), starting nothing, and reads every collector's name, type and label
+    names. prometheus_client has no public accessor for the label names of a labelled
+    metric without children, hence ``_labelnames``; a collector without it (a custom
+    one) contributes the labels of its samples.
+    """
+    registry = CollectorRegistry()
+    config = ReceiverConfig()
+    intake = build_intake(config, registry=registry)
+    create_app(config, intake, registry, authenticator=Authenticator(allow_unauthenticated=True))
+    names: dict[str, frozenset[str]] = {}
+    for collector in list(registry._collector_to_names):
+        labelnames = getattr(collector, "_labelnames", None)
+        for family in collector.collect():
+            if labelnames is not None:
+                labels = frozenset(labelnames)
+            else:
+                labels = frozenset(key for sample in family.samples for key in sample.labels)
+            names.update(_series(family.name, family.type, labels - {"le", "quantile"}))
+    return names
+
+
+def _kube_ballast_metrics() -> dict[str, frozenset[str]]:
+    """Every series kube-ballast serves, the exporter's and the receiver's -> labels."""
+    exporter, receiver = _exporter_metrics(), _receiver_metrics()
+    both = set(exporter) & set(receiver)
+    assert {name: exporter[name] for name in both} == {name: receiver[name] for name in both}
+    return exporter | receiver
+
+
+def test_the_receiver_metrics_are_found() -> None:
+    receiver = _receiver_metrics()
+    assert receiver["kubeballast_remediation_decisions_total"] == {"action", "outcome", "reason"}
+    assert receiver["kubeballast_receiver_webhook_requests_total"] == {"outcome"}
+    assert receiver["kubeballast_notifications_total"] == {"outcome"}
+    assert receiver["kubeballast_receiver_webhook_duration_seconds_bucket"] == {"le"}
 
 
 def _selectors() -> Iterator[tuple[Any, Any]]:
@@ -167,7 +241,7 @@ def _selectors() -> Iterator[tuple[Any, Any]]:
 
 
 def test_rules_read_only_metrics_that_exist() -> None:
-    exporter = _exporter_metrics()
+    exporter = _kube_ballast_metrics()
     upstream = render.read_upstream_metrics()
     records = {rule.record for rule in _records()}
     unknown = sorted(
@@ -177,11 +251,11 @@ def test_rules_read_only_metrics_that_exist() -> None:
         and selector.name not in upstream
         and selector.name not in records
     )
-    assert unknown == [], "metrics neither the exporter nor upstream-metrics.txt describe"
+    assert unknown == [], "metrics neither kube-ballast nor upstream-metrics.txt describe"
 
 
 def test_label_matchers_use_labels_the_metric_has() -> None:
-    exporter = _exporter_metrics()
+    exporter = _kube_ballast_metrics()
     wrong = sorted(
         f"{rule.alert or rule.record}: {selector.name}{{{label}}}"
         for rule, selector in _selectors()
@@ -196,11 +270,11 @@ def test_upstream_list_names_only_used_upstream_metrics() -> None:
     upstream = render.read_upstream_metrics()
     used = {selector.name for _, selector in _selectors()}
     assert sorted(set(upstream) - used) == [], "listed but not used: remove them"
-    assert sorted(set(upstream) & set(_exporter_metrics())) == [], "the exporter serves these"
+    assert sorted(set(upstream) & set(_kube_ballast_metrics())) == [], "kube-ballast serves these"
 
 
-def test_recording_rules_are_named_by_convention_and_not_like_exporter_metrics() -> None:
-    exporter = _exporter_metrics()
+def test_recording_rules_are_named_by_convention_and_not_like_kube_ballast_metrics() -> None:
+    exporter = _kube_ballast_metrics()
     for rule in _records():
         level, metric, operation = rule.record.split(":")  # level:metric:operations
         assert level.startswith("cluster"), rule.record
@@ -366,6 +440,30 @@ def test_alerts_doc_lists_every_alert_with_severity_for_and_automation() -> None
             for line in doc.splitlines()
             if line.startswith(f"| [{rule.alert}](runbooks/{rule.alert}.md)")
             and (rule.labels.get("long") is None or f"({rule.labels['long']} /" in line)
+            and f" | {rule.labels['severity']} | " in line
         )
         cells = [cell.strip() for cell in row.split(" | ")]
         assert cells[1:4] == [rule.labels["severity"], rule.rule["for"], rule.labels["automation"]]
+
+
+# --------------------------------------------------------------------------------------
+# etcd runbooks
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted({rule.alert for rule in _alerts() if rule.area == "etcd"}),
+)
+def test_etcd_runbooks_give_the_three_recovery_strategies(name: str) -> None:
+    # The seed's recovery plans, in order, with the command that prints them.
+    text = (RUNBOOKS / f"{name}.md").read_text()
+    assert "kube-ballast --config config.yaml etcd --cluster <cluster> restore-plan" in text
+    strategies = [
+        "**Recover from the original members**",
+        "**Migrate the data to new members and rebuild**",
+        "**Restore from the periodic backup**",
+    ]
+    positions = [text.find(strategy) for strategy in strategies]
+    assert -1 not in positions
+    assert positions == sorted(positions)
