@@ -217,8 +217,10 @@ inhibits the symptoms of a control-plane incident (`KubeApiserverCongested`,
 The etcd rules cover every alert of etcd's own mixin (etcd-io/etcd `contrib/mixin`, same
 names in CamelCase, same thresholds; the two-threshold ones as a warning and a critical
 variant of one name) over the exporter's `kubeballast_etcd_*` series, so they work where
-Prometheus does not scrape etcd itself. On those series `cluster` is the etcd cluster's
-name in `exporter.etcd.clusters`, which the receiver's etcd actions act on.
+Prometheus does not scrape etcd itself. On those series `etcd_cluster` is the etcd
+cluster's name in `exporter.etcd.clusters`, which the receiver's etcd actions act on;
+`cluster` stays the Kubernetes cluster's, so an etcd alert is grouped and inhibits with
+the rest of its Kubernetes cluster's alerts.
 """
 
 

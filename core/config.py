@@ -414,7 +414,7 @@ class EtcdClusterConfig:
     """
 
     name: Annotated[str, NonEmpty()] = ""
-    """Label value identifying this cluster in metrics; unique."""
+    """Label value identifying this cluster in metrics (the ``etcd_cluster`` label); unique."""
     endpoints: Annotated[tuple[Annotated[str, HttpUrl()], ...], NonEmpty()] = ()
     """Client URLs of the members, for example ``https://10.0.0.11:2379``."""
     ca_file: str | None = None
@@ -790,7 +790,7 @@ class RemediationsConfig:
     """Chat notifications."""
     etcd: EtcdConfig = field(default_factory=EtcdConfig)
     """The etcd clusters the etcd actions act on (usually the same as
-    ``exporter.etcd``); an alert names its cluster in the ``cluster`` label."""
+    ``exporter.etcd``); an alert names its cluster in the ``etcd_cluster`` label."""
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         yield from _unique_names(self.actions, "actions")

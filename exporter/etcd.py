@@ -3,10 +3,13 @@
 etcd is the only persistent store of a Kubernetes cluster, and the seed's example of a
 component that failed so that nothing could be written. Large clusters run more than
 one (``--etcd-servers-overrides=/events#...`` puts Events in their own), so every
-cluster in ``exporter.etcd.clusters`` is watched, each under its name (``cluster``
+cluster in ``exporter.etcd.clusters`` is watched, each under its name (``etcd_cluster``
 label), each member under its configured endpoint's ``host:port`` (``member`` label):
 a label that stays the same whether the member answers or not, which its name (known
-only from a member that answers) would not.
+only from a member that answers) would not. ``cluster`` is left to the Kubernetes
+cluster, which Prometheus setups conventionally attach (external label, relabelling);
+Prometheus does not overwrite a label a series or alert already has, so an etcd
+``cluster`` label would hide it from Alertmanager's grouping and inhibit rules.
 
 :class:`EtcdClusterSource` (kind ``etcd``, one per cluster) asks every member
 ``Maintenance.Status``, ``/health``, ``/metrics`` and the member list through
@@ -47,7 +50,7 @@ etcdInsufficientMembers            ``cluster_quorum_healthy == 0``
                                    ``cluster_voting_members``)
 etcdNoLeader                       ``server_has_leader == 0``, also
                                    ``cluster_leader_agreed == 0``
-etcdHighNumberOfLeaderChanges      ``increase(max by (cluster)
+etcdHighNumberOfLeaderChanges      ``increase(max by (etcd_cluster)
                                    (server_leader_changes_seen_total)[15m:1m]) >= 4``
 etcdHighNumberOfFailedGRPCRequests ``grpc_server_handled_total`` by ``grpc_code``: the
                                    mixin's failure codes over all codes (summed over
@@ -503,9 +506,9 @@ class EtcdBackupSource:
 
 # --- the collector ---------------------------------------------------------------------
 
-_C: Final = ("cluster",)
-_M: Final = ("cluster", "member")
-_P: Final = ("cluster", "member", "peer")
+_C: Final = ("etcd_cluster",)
+_M: Final = ("etcd_cluster", "member")
+_P: Final = ("etcd_cluster", "member", "peer")
 
 
 def _g(name: str, help_: str, labels: tuple[str, ...] = _M) -> MetricSpec:
@@ -551,7 +554,7 @@ SPECS: Final[tuple[MetricSpec, ...]] = (
         "kubeballast_etcd_cluster_alarm",
         "1 if the alarm (NOSPACE, CORRUPT) is raised on any member, else 0. NOSPACE "
         "means the cluster refuses writes.",
-        ("cluster", "alarm"),
+        ("etcd_cluster", "alarm"),
     ),
     _g(
         "kubeballast_etcd_cluster_db_quota_usage_ratio",
@@ -573,7 +576,7 @@ SPECS: Final[tuple[MetricSpec, ...]] = (
         "kubeballast_etcd_member_info",
         "The member's etcd name, id (hex, as etcdctl and the peer label write it) and "
         "version (value always 1).",
-        ("cluster", "member", "name", "member_id", "version"),
+        ("etcd_cluster", "member", "name", "member_id", "version"),
     ),
     _g("kubeballast_etcd_member_is_leader", "1 if the member says it is the leader, else 0."),
     _g("kubeballast_etcd_member_is_learner", "1 if the member is a learner, else 0."),
@@ -584,7 +587,7 @@ SPECS: Final[tuple[MetricSpec, ...]] = (
     _g(
         "kubeballast_etcd_member_alarm",
         "1 if the member raised the alarm (NOSPACE, CORRUPT), else 0.",
-        ("cluster", "member", "alarm"),
+        ("etcd_cluster", "member", "alarm"),
     ),
     _g("kubeballast_etcd_raft_index", "The member's committed raft index."),
     _g("kubeballast_etcd_raft_applied_index", "The member's applied raft index."),
@@ -683,7 +686,7 @@ SPECS: Final[tuple[MetricSpec, ...]] = (
         "counter",
         "gRPC calls the member completed, by gRPC code, summed over methods "
         "(grpc_server_handled_total); every code from zero.",
-        ("cluster", "member", "grpc_code"),
+        ("etcd_cluster", "member", "grpc_code"),
     ),
     MetricSpec(
         "kubeballast_etcd_grpc_server_unary_handling_seconds",
@@ -738,7 +741,7 @@ SPECS: Final[tuple[MetricSpec, ...]] = (
         "kubeballast_etcd_backup_newest_verification",
         "1 for the newest finished snapshot's verification result (verified: its bytes "
         "matched etcd's digest and etcdctl read it; failed; unchecked), 0 for the others.",
-        ("cluster", "result"),
+        ("etcd_cluster", "result"),
     ),
 )
 

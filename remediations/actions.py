@@ -212,8 +212,9 @@ class _EtcdAction:
     precondition failing; an etcd that cannot be reached raises, which the guard turns
     into ``precondition-error``. The operation then runs again for real, repeating the
     same checks immediately before acting. The cluster comes from the alert's
-    ``cluster`` label (the exporter's etcd metrics carry it) and must be one of
-    ``receiver.remediations.etcd.clusters``: an unknown or missing one is no plan.
+    ``etcd_cluster`` label (the exporter's etcd metrics carry it; ``cluster`` is the
+    Kubernetes cluster's) and must be one of ``receiver.remediations.etcd.clusters``:
+    an unknown or missing one is no plan.
     """
 
     name: str
@@ -226,9 +227,9 @@ class _EtcdAction:
         self._timeout = timeout
 
     def _cluster(self, alert: Alert) -> EtcdClusterConfig:
-        name = alert.labels.get("cluster", "")
+        name = alert.labels.get("etcd_cluster", "")
         if not name:
-            raise PlanError("the alert has no 'cluster' label naming the etcd cluster")
+            raise PlanError("the alert has no 'etcd_cluster' label naming the etcd cluster")
         if name not in self._clusters:
             raise PlanError(f"etcd cluster {name!r} is not in receiver.remediations.etcd.clusters")
         return self._clusters[name]

@@ -208,10 +208,15 @@ async def test_a_control_plane_incident_mutes_the_per_node_symptoms_it_causes(
             target="apiserver-1",
             reason="apf_rejections_node_high",
         ),
-        # alerts/etcd.yaml. Its `cluster` label is the etcd cluster's name (the exporter's
-        # etcd series carry it): it mutes a cluster's symptoms only where that name is
-        # the cluster's external `cluster` label too.
-        _alert(alertname="EtcdNoLeader", cluster="staging", severity="critical"),
+        # alerts/etcd.yaml. Its `cluster` label is the Kubernetes cluster's (Prometheus'
+        # external label); the etcd cluster's name is `etcd_cluster`.
+        _alert(
+            alertname="EtcdNoLeader",
+            cluster="staging",
+            etcd_cluster="main",
+            severity="critical",
+            member="10.0.0.11:2379",
+        ),
     ]
     symptoms = [
         _alert(alertname="KubeNodeNotReady", cluster="prod", severity="warning", node=f"node-{n}")
@@ -253,3 +258,62 @@ async def test_a_control_plane_incident_mutes_the_per_node_symptoms_it_causes(
     assert found[("KubeNodeNotReady", "other", "node-1")] == []
     assert found[("KubeApiserverCongested", "prod", "")] == []
     assert found[("EtcdNoLeader", "staging", "")] == []
+
+
+async def test_an_etcd_without_leader_mutes_its_kubernetes_clusters_node_symptoms(
+    alertmanager: str,
+) -> None:
+    # EtcdNoLeader alone, as Prometheus sends it: the exporter's series name the etcd
+    # cluster `etcd_cluster`, and `cluster` is the Kubernetes cluster's external label
+    # (Prometheus adds it because the alert does not carry one already).
+    source = _alert(
+        alertname="EtcdNoLeader",
+        cluster="prod",
+        etcd_cluster="main",
+        severity="critical",
+        automation="none",
+        member="10.0.0.11:2379",
+    )
+    symptoms = [
+        _alert(alertname="KubeNodeNotReady", cluster="prod", severity="warning", node=f"node-{n}")
+        for n in range(5)
+    ]
+    symptoms += [
+        # Another Kubernetes cluster's nodes are not explained by prod's etcd.
+        _alert(alertname="KubeNodeNotReady", cluster="other", severity="warning", node="node-1"),
+        # Nor by a Kubernetes cluster that happens to share the etcd cluster's name.
+        _alert(alertname="KubeNodeNotReady", cluster="main", severity="warning", node="node-1"),
+    ]
+    async with aiohttp.ClientSession() as session:
+        await _ready(session, alertmanager)
+        await _post(session, alertmanager, [source, *symptoms])
+
+        async def statuses() -> dict[tuple[str, str, str], list[str]] | None:
+            async with session.get(f"{alertmanager}/api/v2/alerts") as response:
+                alerts = json.loads(await response.text())
+            found = {
+                (
+                    a["labels"]["alertname"],
+                    a["labels"]["cluster"],
+                    a["labels"].get("node", ""),
+                ): a["status"]["inhibitedBy"]
+                for a in alerts
+            }
+            inhibited = [key for key, by in found.items() if by]
+            complete = len(found) == 1 + len(symptoms) and len(inhibited) >= 5
+            return found if complete else None
+
+        found = await _until(statuses, "the symptoms inhibited")
+
+    sources = {
+        fingerprint
+        for key, by in found.items()
+        if key[0] == "KubeNodeNotReady"
+        for fingerprint in by
+    }
+    assert len(sources) == 1  # one source mutes them all: EtcdNoLeader
+    muted = sorted(key for key, by in found.items() if by)
+    assert muted == sorted(("KubeNodeNotReady", "prod", f"node-{n}") for n in range(5))
+    assert found[("KubeNodeNotReady", "other", "node-1")] == []
+    assert found[("KubeNodeNotReady", "main", "node-1")] == []
+    assert found[("EtcdNoLeader", "prod", "")] == []

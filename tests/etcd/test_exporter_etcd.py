@@ -74,7 +74,7 @@ class Exporter:
         ]
 
     def value(self, name: str, **labels: str) -> float:
-        found = self.values(name, cluster=self.name, **labels)
+        found = self.values(name, etcd_cluster=self.name, **labels)
         assert len(found) == 1, f"{name} {labels}: {found}"
         return found[0]
 
@@ -129,7 +129,7 @@ async def test_a_healthy_cluster_shows_every_series(etcd3x: EtcdCluster) -> None
         mine = [s.labels for s in info if s.labels["member"] == member]
         assert mine == [
             {
-                "cluster": "main",
+                "etcd_cluster": "main",
                 "member": member,
                 "name": f"m{index}",
                 "member_id": hex_id(etcd3x.members[index].member_id),
@@ -260,7 +260,9 @@ async def test_two_members_down_show_quorum_lost(etcd3: EtcdCluster) -> None:
     await exporter.until(
         lambda: (
             exporter.value("kubeballast_etcd_cluster_quorum_members") == 0
-            and exporter.values("kubeballast_etcd_server_has_leader", cluster="main", member=left)
+            and exporter.values(
+                "kubeballast_etcd_server_has_leader", etcd_cluster="main", member=left
+            )
             == [0]
         ),
         "the survivor without a leader",
@@ -272,7 +274,7 @@ async def test_two_members_down_show_quorum_lost(etcd3: EtcdCluster) -> None:
     # The member list is served locally, so the membership is still known.
     assert exporter.value("kubeballast_etcd_cluster_members") == 3
     assert exporter.value("kubeballast_etcd_cluster_voting_members") == 3
-    assert sum(exporter.values("kubeballast_etcd_member_up", cluster="main")) == 1
+    assert sum(exporter.values("kubeballast_etcd_member_up", etcd_cluster="main")) == 1
 
 
 async def test_a_killed_leader_counts_a_change_and_a_new_leader_is_agreed(

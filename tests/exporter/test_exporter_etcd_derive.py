@@ -593,7 +593,7 @@ def test_the_collector_shows_a_member_down_beside_one_up() -> None:
     assert values(samples, "kubeballast_etcd_db_in_use_ratio", **up) == [0.8]
     info = [s.labels for s in samples if s.name == "kubeballast_etcd_member_info"]
     assert info == [
-        {"cluster": "main", "member": "127.0.0.1:2001", "name": "m1", "member_id": "1",
+        {"etcd_cluster": "main", "member": "127.0.0.1:2001", "name": "m1", "member_id": "1",
          "version": "3.4.23"}
     ]  # fmt: skip
     # Histogram buckets keep etcd's bounds, written as etcd writes them.
@@ -609,6 +609,10 @@ def test_the_collector_shows_a_member_down_beside_one_up() -> None:
     ) == [81]
     codes = [s.labels["grpc_code"] for s in samples if s.name.endswith("grpc_server_handled_total")]
     assert codes == list(GRPC_CODES)
+    # `cluster` is left to the Kubernetes cluster (Prometheus' external label or
+    # relabelling): every series names its etcd cluster as `etcd_cluster`.
+    assert {s.labels.get("etcd_cluster") for s in samples} == {"main"}
+    assert [s for s in samples if "cluster" in s.labels] == []
 
 
 def test_every_family_the_collector_yields_is_declared() -> None:
@@ -633,7 +637,7 @@ def test_backup_series_and_the_age_on_the_collectors_clock() -> None:
         clock=lambda: 1_600.0,
     )
     samples = scrape(collector)
-    assert values(samples, "kubeballast_etcd_backup_snapshots", cluster="events") == [3]
+    assert values(samples, "kubeballast_etcd_backup_snapshots", etcd_cluster="events") == [3]
     assert values(samples, "kubeballast_etcd_backup_unfinished_snapshots") == [1]
     assert values(samples, "kubeballast_etcd_backup_newest_age_seconds") == [600]
     assert values(samples, "kubeballast_etcd_backup_newest_timestamp_seconds") == [1_000]

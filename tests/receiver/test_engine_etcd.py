@@ -56,7 +56,7 @@ def _harness() -> Any:
 
 def etcd_alert(fingerprint: str, name: str, cluster: str) -> Alert:
     made = make_alert(fingerprint, name=name, target=None)
-    return dataclasses.replace(made, labels={**made.labels, "cluster": cluster})
+    return dataclasses.replace(made, labels={**made.labels, "etcd_cluster": cluster})
 
 
 @pytest.fixture
