@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import platform
+import ssl
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -73,8 +74,16 @@ def create_base_app(registry: CollectorRegistry) -> web.Application:
     return app
 
 
-async def serve(app: web.Application, host: str, port: int, *, name: str) -> None:
-    """Serve ``app`` on ``host:port`` until cancelled, then shut down gracefully.
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    name: str,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
+    """Serve ``app`` on ``host:port`` until cancelled, then shut down gracefully;
+    over TLS when ``ssl_context`` is given.
 
     Access logs are off: Prometheus scrapes every few seconds and the kubelet probes
     as often, which would drown everything else.
@@ -82,10 +91,11 @@ async def serve(app: web.Application, host: str, port: int, *, name: str) -> Non
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
+        scheme = "https" if ssl_context is not None else "http"
         for address in runner.addresses:
-            log.info("%s listening on http://%s:%d", name, *address[:2])
+            log.info("%s listening on %s://%s:%d", name, scheme, *address[:2])
         await asyncio.Event().wait()  # until cancelled
     finally:
         log.info("%s shutting down", name)

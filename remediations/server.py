@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from typing import Protocol, runtime_checkable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from kubeballast.core.config import ReceiverConfig
-from kubeballast.core.web import SHUTDOWN_TIMEOUT_SECONDS
+from kubeballast.core.web import serve
 from kubeballast.remediations.auth import Authenticator, authenticated, server_ssl_context
 from kubeballast.remediations.contract import Intake
 from kubeballast.remediations.webhook import create_app
@@ -94,7 +93,9 @@ async def run_receiver(
     intake = factory(config, registry=registry)
     app = create_app(config, intake, registry, authenticator=authenticator)
     if not isinstance(intake, Engine):
-        await _serve(app, config.listen.host, config.listen.port, ssl_context)
+        await serve(
+            app, config.listen.host, config.listen.port, name="receiver", ssl_context=ssl_context
+        )
         return
     app.router.add_get("/records", authenticated(intake.records_handler))
     app.router.add_post("/approvals/{id}", authenticated(intake.approval_handler))
@@ -102,7 +103,10 @@ async def run_receiver(
     # Supervised together: a dead engine task ends the process (exit 1) rather than
     # leaving a receiver that accepts groups nobody handles.
     server = asyncio.create_task(
-        _serve(app, config.listen.host, config.listen.port, ssl_context), name="receiver-server"
+        serve(
+            app, config.listen.host, config.listen.port, name="receiver", ssl_context=ssl_context
+        ),
+        name="receiver-server",
     )
     watch = asyncio.create_task(intake.wait(), name="engine-watch")
     try:
@@ -116,24 +120,3 @@ async def run_receiver(
             task.cancel()
         await asyncio.gather(server, watch, return_exceptions=True)
         await intake.stop()
-
-
-async def _serve(
-    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None
-) -> None:
-    """``kubeballast.core.web.serve`` with TLS: serve until cancelled, then shut down.
-
-    Kept here until ``core.web.serve`` takes an ``ssl_context`` of its own.
-    """
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-        await site.start()
-        scheme = "https" if ssl_context is not None else "http"
-        for address in runner.addresses:
-            log.info("receiver listening on %s://%s:%d", scheme, *address[:2])
-        await asyncio.Event().wait()  # until cancelled
-    finally:
-        log.info("receiver shutting down")
-        await runner.cleanup()
