@@ -54,8 +54,10 @@ __all__ = [
     "EtcdConfig",
     "EtcdMemberConfig",
     "EtcdRestoreConfig",
+    "EvictionGuardConfig",
     "ExporterConfig",
     "HttpUrl",
+    "KubeletProbeConfig",
     "KubernetesAccessConfig",
     "LeaderElectionConfig",
     "ListenConfig",
@@ -513,6 +515,10 @@ class ClusterStateConfig:
     """--secondary-node-eviction-rate: nodes per second in a large PartialDisruption zone."""
     eviction_horizon_seconds: Annotated[float, Range(0, 86400, low_exclusive=True)] = 300.0
     """Pods whose eviction is predicted within this many seconds are counted per zone."""
+    wave_window_seconds: Annotated[float, Range(0, 3600, low_exclusive=True)] = 120.0
+    """Stale Leases whose onsets (renewTime + grace period) fall within this many
+    seconds of each other form one correlated wave: the signature of a control-plane
+    problem rather than of nodes dying one by one."""
     zone_label: Annotated[str, NonEmpty()] = "topology.kubernetes.io/zone"
     """Node label naming the zone (with the default, the deprecated
     failure-domain.beta.kubernetes.io/zone is read too when it is missing). The
@@ -697,7 +703,8 @@ class ActionConfig:
     """
 
     name: Annotated[str, NonEmpty()] = ""
-    """The action (``notify``, ``etcd-backup``, ``etcd-defrag``, ``etcd-recover-nospace``)."""
+    """The action (``notify``, ``etcd-backup``, ``etcd-defrag``, ``etcd-recover-nospace``,
+    ``eviction-pause``)."""
     alerts: tuple[str, ...] = ()
     """Alert names (the ``alertname`` label) that trigger it; ``*`` matches any alert."""
     dry_run: bool = True
@@ -738,6 +745,85 @@ class NotificationsConfig:
     """Give up on one attempt after this long."""
     max_queue: Annotated[int, Range(1, 100000)] = 1000
     """Messages waiting to be sent; beyond that new ones are dropped (and counted)."""
+
+
+@dataclass(frozen=True)
+class KubeletProbeConfig:
+    """Optional evidence that stale nodes are alive: a TCP connection to their kubelets."""
+
+    enabled: bool = False
+    """Probe a sample of the stale nodes' kubelets before pausing (off: the wave and the
+    congested apiserver are the evidence)."""
+    port: Annotated[int, Range(1, 65535)] = 10250
+    """The kubelet port connected to, at each node's InternalIP."""
+    sample: Annotated[int, Range(1, 1000)] = 10
+    """Stale nodes probed per check."""
+    timeout_seconds: Annotated[float, Range(0, 60, low_exclusive=True)] = 2.0
+    """Connection timeout of one probe."""
+    min_reachable_ratio: Annotated[float, Range(0, 1)] = 0.5
+    """Share of the probed kubelets that must answer for the data plane to count as alive.
+    Nodes whose kubelet does not answer are added to the pause's allow-list: their pods
+    may still be evicted."""
+
+
+@dataclass(frozen=True)
+class EvictionGuardConfig:
+    """The ``eviction-pause`` action: stop taint-based pod eviction while the apiserver is
+    congested and node heartbeats are starved, and never leave it stopped.
+
+    The pause is the ConfigMap ``kube-ballast/eviction-guard`` that the
+    ValidatingAdmissionPolicy in deploy/eviction-guard/ reads (mode ``policy``), or, where
+    that API is missing, the receiver removing the NoExecute taints of the nodes judged
+    healthy at a bounded rate (mode ``taint-removal``). See docs/eviction-guard.md.
+    """
+
+    mode: Literal["policy", "taint-removal"] = "policy"
+    """How evictions are stopped: the admission policy (Kubernetes >= 1.30) or removing
+    the unreachable/not-ready NoExecute taints (older clusters)."""
+    exporter_url: str | None = None
+    """The exporter's /metrics URL: the congestion verdict and the heartbeat wave are read
+    from it at every live check. Required for the action to act."""
+    min_wave_ratio: Annotated[float, Range(0, 1, low_exclusive=True)] = 0.2
+    """Share of all nodes in the correlated wave of stale Leases needed to pause."""
+    min_wave_zones: Annotated[int, Range(1, 100)] = 2
+    """Zones the wave must span to pause: one zone going dark is a partition, not the
+    control plane."""
+    pause_seconds: Annotated[float, Range(60, 1800)] = 900.0
+    """How far ahead ``expiresAt`` is set; renewed while the conditions still hold."""
+    max_pause_seconds: Annotated[float, Range(60, 86400)] = 7200.0
+    """Hard cap on one pause, renewals included: at the cap the pause ends whatever the
+    conditions (and KubeEvictionPauseCapReached fires)."""
+    max_renewals: Annotated[int, Range(0, 1000)] = 16
+    """Most renewals of one pause."""
+    renew_before_seconds: Annotated[float, Range(10, 1800)] = 300.0
+    """Renew when ``expiresAt`` is closer than this (and the conditions hold)."""
+    recovery_grace_factor: Annotated[float, Range(1, 20)] = 2.0
+    """Resume once the wave is over and the apiserver is not congested for this many
+    node-monitor grace periods (hysteresis)."""
+    check_interval_seconds: Annotated[float, Range(0, 300, low_exclusive=True)] = 10.0
+    """How often the leader re-checks a pause in force (renew, resume, cap, expiry)."""
+    assume_service_account_credentials: bool = False
+    """Skip detecting kube-controller-manager's ``--use-service-account-credentials``
+    (needed: the policy matches the node-controller service account). For managed
+    control planes whose controller-manager is invisible; detection refuses otherwise."""
+    taint_removal_nodes_per_second: Annotated[float, Range(0, 1000, low_exclusive=True)] = 10.0
+    """Mode ``taint-removal`` and the post-resume reconcile: node updates per second."""
+    reconcile: bool = True
+    """After resuming, bounce the NoExecute taint of nodes still NotReady so the
+    taint-eviction controller, which dropped the evictions denied during the pause,
+    schedules them again (honouring tolerations)."""
+    kubelet_probe: KubeletProbeConfig = field(default_factory=KubeletProbeConfig)
+    """Optional kubelet reachability probe."""
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        if self.max_pause_seconds < self.pause_seconds:
+            yield "max_pause_seconds", "must be at least pause_seconds"
+        if self.renew_before_seconds >= self.pause_seconds:
+            yield "renew_before_seconds", "must be less than pause_seconds"
+        if self.exporter_url is not None and not self.exporter_url.startswith(
+            ("http://", "https://")
+        ):
+            yield "exporter_url", f"must be an http(s) URL, got {_show(self.exporter_url)}"
 
 
 @dataclass(frozen=True)
@@ -791,6 +877,8 @@ class RemediationsConfig:
     etcd: EtcdConfig = field(default_factory=EtcdConfig)
     """The etcd clusters the etcd actions act on (usually the same as
     ``exporter.etcd``); an alert names its cluster in the ``etcd_cluster`` label."""
+    eviction_guard: EvictionGuardConfig = field(default_factory=EvictionGuardConfig)
+    """The eviction pause (action ``eviction-pause``)."""
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         yield from _unique_names(self.actions, "actions")

@@ -16,12 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
-from kubeballast.core.config import KubernetesAccessConfig
-from kubeballast.core.errors import ConfigError
+import aiohttp
 
-__all__ = ["KubeClientProvider", "kube_client"]
+from kubeballast.core.config import KubernetesAccessConfig
+from kubeballast.core.errors import ConfigError, PermanentError, TemporaryError
+
+__all__ = [
+    "ConflictError",
+    "ForbiddenError",
+    "KubeClientProvider",
+    "NotFoundError",
+    "StateUnavailableError",
+    "kube_call",
+    "kube_client",
+]
 
 # The type is kubernetes_asyncio.client.ApiClient; kubernetes-asyncio has no type
 # information (mypy treats it as Any), and importing it takes about a second, which
@@ -88,3 +99,65 @@ class KubeClientProvider:
             client, self._client = self._client, None
         if client is not None:
             await client.close()
+
+
+class StateUnavailableError(TemporaryError):
+    """The Kubernetes API could not be reached, or kept answering 409/429/5xx."""
+
+
+# --------------------------------------------------------------------------------------
+# Kubernetes calls
+# --------------------------------------------------------------------------------------
+
+
+class NotFoundError(Exception):
+    """404 from the API: handled by the caller (create the object, or "not there")."""
+
+
+class ConflictError(Exception):
+    """409 from the API: someone else wrote first; the caller reads again."""
+
+
+class ForbiddenError(PermanentError):
+    """403 from the API: the service account lacks a permission."""
+
+
+async def kube_call(what: str, call: Awaitable[Any]) -> Any:
+    """Await ``call`` (a kubernetes-asyncio request), mapping failures to our errors.
+
+    404 and 409 become ``NotFoundError``/``ConflictError``, which callers handle (create
+    the object, or read again); 429, 5xx and transport failures are
+    ``StateUnavailableError`` (retrying may help, honouring Retry-After); 403 is a
+    ``ForbiddenError`` (RBAC: say which permission is missing); any other answer is a
+    ``PermanentError``.
+    """
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    try:
+        return await call
+    except ApiException as error:
+        status = int(error.status or 0)
+        if status == 404:
+            raise NotFoundError(what) from error
+        if status == 409:
+            raise ConflictError(what) from error
+        if status == 403:
+            raise ForbiddenError(f"{what}: HTTP 403 {error.reason}") from error
+        if status == 429 or status >= 500 or status == 0:
+            delay = _retry_after(error.headers)
+            raise StateUnavailableError(
+                f"{what}: HTTP {status} {error.reason}", delay=delay
+            ) from error
+        raise PermanentError(f"{what}: HTTP {status} {error.reason}") from error
+    except (aiohttp.ClientError, TimeoutError, OSError) as error:
+        raise StateUnavailableError(f"{what}: {type(error).__name__}: {error}") from error
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    if not headers:
+        return None
+    value = headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

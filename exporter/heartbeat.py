@@ -13,9 +13,13 @@ zone's leases age. This module derives, as pure functions of projections and a `
   period, as the controller's ``now > probeTimestamp + grace``) and their share,
 - a histogram of Lease ages over the nodes (how the heartbeat lag is distributed; a
   congested apiserver moves the whole distribution, a dead rack moves its tail),
-- the *onset* of the current wave of stale leases: the earliest moment a lease that is
-  stale now went stale (``renewTime + grace``, minimum over the stale nodes). An alert
-  can say "nodes have been going stale for 40 s" instead of only "12 nodes are stale".
+- the *correlated wave*: the largest group of stale nodes whose onsets (the moment each
+  Lease went stale, ``renewTime + grace``) fall within a window of each other (2 min by
+  default), with the zones it spans and when it began. A congested apiserver starves
+  hundreds of kubelets within seconds of each other, in every zone; nodes that die one
+  by one, or one node dead for hours, never form such a group. The wave's start lets an
+  alert say "nodes have been going stale for 40 s" instead of only "12 nodes are
+  stale", and is not dragged into the past by one long-dead node.
 
 Ages are computed against the kubelets' own clocks (renewTime is written by the
 kubelet), while the controller measures against its own observation times. A kubelet
@@ -38,12 +42,16 @@ from kubeballast.exporter.projections import ZONE_LABELS, LeaseP, NodeP
 __all__ = [
     "DEFAULT_ZONE_LABEL",
     "LAG_BUCKETS",
+    "WAVE_ZONE_MIN_RATIO",
     "Heartbeats",
     "NodeHeartbeat",
+    "StaleWave",
     "ZoneHeartbeats",
+    "correlated_wave",
     "derive_heartbeats",
     "lease_age",
     "zone_of",
+    "zones_spanned",
 ]
 
 DEFAULT_ZONE_LABEL: Final = ZONE_LABELS[0]
@@ -95,6 +103,73 @@ class ZoneHeartbeats:
 
 
 @dataclass(frozen=True)
+class StaleWave:
+    """The largest group of stale nodes that went stale within ``window`` of each other."""
+
+    nodes: tuple[str, ...]
+    """By name."""
+    zones: tuple[tuple[str, int, float], ...]
+    """(zone, nodes of the wave in it, earliest onset in it), by zone."""
+    start: float | None
+    """Earliest onset in the wave; None for an empty wave."""
+    end: float | None
+    """Latest onset in the wave."""
+
+    @property
+    def size(self) -> int:
+        return len(self.nodes)
+
+
+EMPTY_WAVE: Final = StaleWave((), (), None, None)
+
+WAVE_ZONE_MIN_RATIO: Final = 0.1
+"""A wave *spans* a zone when it holds at least this share of the zone's nodes: one
+node of another zone dying in the same two minutes as a partitioned zone does not make
+the partition a multi-zone wave."""
+
+
+def zones_spanned(wave: StaleWave, zone_sizes: Mapping[str, int]) -> int:
+    """Zones holding at least WAVE_ZONE_MIN_RATIO of their nodes in ``wave``."""
+    return sum(
+        1
+        for zone, count, _first in wave.zones
+        if zone_sizes.get(zone, 0) and count / zone_sizes[zone] >= WAVE_ZONE_MIN_RATIO
+    )
+
+
+def correlated_wave(stale: Iterable[NodeHeartbeat], window: float) -> StaleWave:
+    """The largest set of ``stale`` nodes whose onsets lie within ``window`` seconds of
+    each other (a sliding window over the sorted onsets; among equally large groups, the
+    most recent, since the newest wave is the one still unfolding)."""
+    onsets = sorted(
+        (beat.stale_since, beat.node, beat.zone)
+        for beat in stale
+        if beat.stale and beat.stale_since is not None
+    )
+    if not onsets:
+        return EMPTY_WAVE
+    best_lo, best_hi = 0, 0
+    lo = 0
+    for hi in range(len(onsets)):
+        while onsets[hi][0] - onsets[lo][0] > window:
+            lo += 1
+        if hi - lo >= best_hi - best_lo:
+            best_lo, best_hi = lo, hi
+    members = onsets[best_lo : best_hi + 1]
+    zones: dict[str, list[float]] = {}
+    for since, _node, zone in members:
+        tally = zones.setdefault(zone, [0.0, since])
+        tally[0] += 1
+        tally[1] = min(tally[1], since)
+    return StaleWave(
+        nodes=tuple(sorted(node for _since, node, _zone in members)),
+        zones=tuple((zone, int(count), first) for zone, (count, first) in sorted(zones.items())),
+        start=members[0][0],
+        end=members[-1][0],
+    )
+
+
+@dataclass(frozen=True)
 class Heartbeats:
     grace_seconds: float
     nodes: tuple[NodeHeartbeat, ...]
@@ -109,6 +184,18 @@ class Heartbeats:
     lag_sum: float
     wave_onset: float | None
     """Earliest ``renewTime + grace`` over the nodes stale now; None when none is."""
+    wave: StaleWave = EMPTY_WAVE
+    """The correlated wave among the stale nodes."""
+
+    @property
+    def wave_ratio(self) -> float:
+        """Nodes of the wave over all nodes."""
+        return self.wave.size / self.total if self.total else 0.0
+
+    @property
+    def wave_zones(self) -> int:
+        """Zones the wave spans (see :func:`zones_spanned`)."""
+        return zones_spanned(self.wave, {z.zone: z.nodes for z in self.zones})
 
     @property
     def total(self) -> int:
@@ -131,6 +218,7 @@ def derive_heartbeats(
     grace_seconds: float,
     zone_label: str = DEFAULT_ZONE_LABEL,
     buckets: tuple[float, ...] = LAG_BUCKETS,
+    wave_window_seconds: float = 120.0,
 ) -> Heartbeats:
     """Heartbeat ages of ``nodes`` at ``now``; ``leases`` are the node Leases by name
     (a node's Lease carries the node's name)."""
@@ -180,4 +268,5 @@ def derive_heartbeats(
         lag_buckets=tuple(cumulative),
         lag_sum=lag_sum,
         wave_onset=onset,
+        wave=correlated_wave((beat for beat in per_node if beat.stale), wave_window_seconds),
     )

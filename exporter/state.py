@@ -133,8 +133,40 @@ SPECS: Final[tuple[MetricSpec, ...]] = (
     MetricSpec(
         "kubeballast_lease_stale_wave_start_timestamp_seconds",
         "gauge",
-        "When the current wave of stale Leases began: the earliest renewTime plus grace "
-        "period of the Leases stale now (Unix time; absent when none is stale).",
+        "When the correlated wave of stale Leases began: the earliest onset (renewTime "
+        "plus grace period) among the largest group of stale nodes whose onsets lie "
+        "within the wave window of each other (Unix time; absent when none is stale).",
+    ),
+    MetricSpec(
+        "kubeballast_lease_stale_wave_nodes",
+        "gauge",
+        "Nodes in the correlated wave: the largest group of stale nodes whose Leases went "
+        "stale within the wave window (2 min by default) of each other.",
+    ),
+    MetricSpec(
+        "kubeballast_lease_stale_wave_ratio",
+        "gauge",
+        "Nodes in the correlated wave over all nodes.",
+    ),
+    MetricSpec(
+        "kubeballast_lease_stale_wave_zones",
+        "gauge",
+        "Zones the correlated wave spans (holding at least 10 % of the zone's nodes): 2 or "
+        "more with a congested apiserver is the heartbeat storm the eviction guard pauses "
+        "evictions for.",
+    ),
+    MetricSpec(
+        "kubeballast_zone_lease_stale_wave_nodes",
+        "gauge",
+        "Nodes of the zone in the correlated wave.",
+        ("zone",),
+    ),
+    MetricSpec(
+        "kubeballast_zone_lease_stale_onset_timestamp_seconds",
+        "gauge",
+        "The earliest onset of the correlated wave in the zone (Unix time; absent when "
+        "the wave has no node in the zone).",
+        ("zone",),
     ),
     MetricSpec(
         "kubeballast_zone_lease_stale_nodes",
@@ -489,6 +521,7 @@ def render_state(snapshot: ClusterSnapshot, config: ClusterStateConfig, now: flo
         now,
         grace_seconds=config.node_monitor_grace_period_seconds,
         zone_label=config.zone_label,
+        wave_window_seconds=config.wave_window_seconds,
     )
     for beat in beats.nodes:
         out.gauge("kubeballast_node_lease_age_seconds", beat.age_seconds, beat.node)
@@ -499,10 +532,17 @@ def render_state(snapshot: ClusterSnapshot, config: ClusterStateConfig, now: flo
     out.gauge("kubeballast_lease_stale_nodes", beats.stale)
     out.gauge("kubeballast_lease_stale_ratio", beats.stale_ratio)
     out.gauge("kubeballast_lease_missing_nodes", beats.missing)
-    out.gauge("kubeballast_lease_stale_wave_start_timestamp_seconds", beats.wave_onset)
+    out.gauge("kubeballast_lease_stale_wave_start_timestamp_seconds", beats.wave.start)
+    out.gauge("kubeballast_lease_stale_wave_nodes", beats.wave.size)
+    out.gauge("kubeballast_lease_stale_wave_ratio", beats.wave_ratio)
+    out.gauge("kubeballast_lease_stale_wave_zones", beats.wave_zones)
+    wave_zones = {zone: (count, first) for zone, count, first in beats.wave.zones}
     for zone_beats in beats.zones:
         out.gauge("kubeballast_zone_lease_stale_nodes", zone_beats.stale, zone_beats.zone)
         out.gauge("kubeballast_zone_lease_stale_ratio", zone_beats.stale_ratio, zone_beats.zone)
+        count, first = wave_zones.get(zone_beats.zone, (0, None))
+        out.gauge("kubeballast_zone_lease_stale_wave_nodes", count, zone_beats.zone)
+        out.gauge("kubeballast_zone_lease_stale_onset_timestamp_seconds", first, zone_beats.zone)
 
     zones = derive_zones(nodes.values(), snapshot.node_leases, snapshot.pods, now, rules)
     for z in zones.zones:

@@ -59,14 +59,18 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
-import aiohttp
-
 from kubeballast.core.config import ActionConfig, RemediationsConfig
-from kubeballast.core.errors import PermanentError, TemporaryError
+from kubeballast.core.errors import PermanentError
+from kubeballast.core.kube import (
+    ConflictError,
+    NotFoundError,
+    StateUnavailableError,
+    kube_call,
+)
 from kubeballast.remediations.contract import Alert
 
 __all__ = [
@@ -137,62 +141,8 @@ class SystemClock:
         return time.time()
 
 
-class StateUnavailableError(TemporaryError):
-    """The Kubernetes API could not be reached, or kept answering 409/429/5xx."""
-
-
 class ApprovalError(PermanentError):
     """An approval that cannot be granted: unknown id, already decided, or expired."""
-
-
-# --------------------------------------------------------------------------------------
-# Kubernetes calls
-# --------------------------------------------------------------------------------------
-
-
-class NotFoundError(Exception):
-    """404 from the API: handled by the caller (create the object, or "not there")."""
-
-
-class ConflictError(Exception):
-    """409 from the API: someone else wrote first; the caller reads again."""
-
-
-async def kube_call(what: str, call: Awaitable[Any]) -> Any:
-    """Await ``call`` (a kubernetes-asyncio request), mapping failures to our errors.
-
-    404 and 409 become the private ``NotFoundError``/``ConflictError`` the callers handle; 429,
-    5xx and transport failures are ``StateUnavailableError`` (retrying may help, honouring
-    Retry-After); any other answer is a ``PermanentError``.
-    """
-    from kubernetes_asyncio.client.exceptions import ApiException
-
-    try:
-        return await call
-    except ApiException as error:
-        status = int(error.status or 0)
-        if status == 404:
-            raise NotFoundError(what) from error
-        if status == 409:
-            raise ConflictError(what) from error
-        if status == 429 or status >= 500 or status == 0:
-            delay = _retry_after(error.headers)
-            raise StateUnavailableError(
-                f"{what}: HTTP {status} {error.reason}", delay=delay
-            ) from error
-        raise PermanentError(f"{what}: HTTP {status} {error.reason}") from error
-    except (aiohttp.ClientError, TimeoutError, OSError) as error:
-        raise StateUnavailableError(f"{what}: {type(error).__name__}: {error}") from error
-
-
-def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    if not headers:
-        return None
-    value = headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
