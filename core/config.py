@@ -254,6 +254,10 @@ class NodeLifecycleConfig:
     """--large-cluster-size-threshold: zones larger than this keep evicting when disrupted."""
     default_toleration_seconds: Annotated[int, Range(0)] = 300
     """DefaultTolerationSeconds admission: tolerationSeconds added to every pod."""
+    use_service_account_credentials: bool = True
+    """--use-service-account-credentials (kubeadm's default): the controllers act as their
+    own service accounts (taint-based eviction as kube-system:node-controller); false:
+    everything acts as system:kube-controller-manager."""
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,9 @@ class SimulatorConfig:
     """Run the simulated node-lifecycle and taint-eviction controllers."""
     kubeconfig_path: str | None = None
     """Where to write a kubeconfig for clients; null writes none."""
+    admission_policy_api: bool = True
+    """Serve ValidatingAdmissionPolicy and its bindings (Kubernetes >= 1.30); false plays
+    an older cluster without them (the eviction guard's taint-removal fallback)."""
     history_seconds: Annotated[float, Range(0, 86400, low_exclusive=True)] = 300.0
     """Simulated seconds of write history kept for watches and continue tokens (the
     apiserver's etcd compaction runs every 5 minutes)."""

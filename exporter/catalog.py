@@ -159,6 +159,7 @@ def default_catalog() -> Catalog:
     from kubeballast.exporter.apiserver import build_apiserver
     from kubeballast.exporter.components import build_components
     from kubeballast.exporter.etcd import build_etcd
+    from kubeballast.exporter.evictionguard import build_eviction_guard
     from kubeballast.exporter.network import build_network
     from kubeballast.exporter.objects import build_objects
     from kubeballast.exporter.state import build_state
@@ -170,4 +171,5 @@ def default_catalog() -> Catalog:
     catalog.register("network", build_network)
     catalog.register("objects", build_objects)
     catalog.register("state", build_state)
+    catalog.register("eviction_guard", build_eviction_guard)
     return catalog

@@ -226,12 +226,19 @@ class TargetClient:
                 length = response.content_length
                 if length is not None and length > self._max_body_bytes:
                     raise SourceError("parse", f"{where}: body of {length} bytes exceeds the limit")
-                body = await response.content.read(self._max_body_bytes + 1)
-                if len(body) > self._max_body_bytes:
-                    raise SourceError(
-                        "parse",
-                        f"{where}: body exceeds the limit of {self._max_body_bytes} bytes",
-                    )
+                # StreamReader.read(n) returns what is buffered, up to n bytes, not the
+                # whole body: read chunks until the end (or the limit).
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.content.iter_chunked(1 << 20):
+                    size += len(chunk)
+                    if size > self._max_body_bytes:
+                        raise SourceError(
+                            "parse",
+                            f"{where}: body exceeds the limit of {self._max_body_bytes} bytes",
+                        )
+                    chunks.append(chunk)
+                body = b"".join(chunks)
                 return HttpResult(
                     status=response.status,
                     text=body.decode("utf-8", errors="replace"),

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TextIO
 
-from kubeballast import __version__, etcdcli, remediationscli, simctl
+from kubeballast import __version__, etcdcli, evictionguardcli, remediationscli, simctl
 from kubeballast.core.config import (
     Config,
     ConfigError,
@@ -175,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     remediationscli.add_arguments(remediations)
     remediations.set_defaults(handler=_cmd_remediations)
 
+    guard = commands.add_parser(
+        "eviction-guard",
+        help="show, pause, resume the eviction pause; its janitor",
+        description="The eviction guard's pause ConfigMap kube-ballast/eviction-guard, "
+        "its policy and binding (docs/eviction-guard.md).",
+    )
+    _add_global_options(guard, in_subcommand=True)
+    evictionguardcli.add_arguments(guard)
+    guard.set_defaults(handler=_cmd_eviction_guard)
+
     config = commands.add_parser(
         "config", help="check or document the configuration", description="Configuration tools."
     )
@@ -266,6 +276,7 @@ def simulator_settings(config: SimulatorConfig) -> SimulatorSettings:
         kubelets=config.kubelets,
         controllers=config.controllers,
         kubeconfig_path=config.kubeconfig_path,
+        admission_policy_api=config.admission_policy_api,
         history_seconds=config.history_seconds,
         scenario=ScenarioSettings(
             nodes=scenario.nodes,
@@ -284,6 +295,7 @@ def simulator_settings(config: SimulatorConfig) -> SimulatorSettings:
             unhealthy_zone_threshold=lifecycle.unhealthy_zone_threshold,
             large_cluster_size_threshold=lifecycle.large_cluster_size_threshold,
             default_toleration_seconds=lifecycle.default_toleration_seconds,
+            use_service_account_credentials=lifecycle.use_service_account_credentials,
         ),
     )
 
@@ -330,6 +342,11 @@ def _cmd_receiver(args: argparse.Namespace, config: Config) -> int:
 
 def _cmd_remediations(args: argparse.Namespace, config: Config) -> int:
     _print(sys.stdout, json.dumps(remediationscli.run(args, config.receiver), indent=2))
+    return EXIT_OK
+
+
+def _cmd_eviction_guard(args: argparse.Namespace, config: Config) -> int:
+    _print(sys.stdout, json.dumps(evictionguardcli.run(args, config.receiver), indent=2))
     return EXIT_OK
 
 

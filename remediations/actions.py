@@ -36,8 +36,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry
+
 from kubeballast.core import etcdops
-from kubeballast.core.config import EtcdClusterConfig
+from kubeballast.core.config import EtcdClusterConfig, EvictionGuardConfig
 from kubeballast.core.errors import PermanentError
 from kubeballast.core.etcd import EtcdClient
 from kubeballast.remediations.contract import Alert
@@ -386,13 +388,22 @@ class EtcdRecoverNoSpaceAction(_EtcdAction):
         )
 
 
-def default_actions(etcd_clusters: Sequence[EtcdClusterConfig] = ()) -> ActionRegistry:
-    """Every action kube-ballast ships, by name; the etcd ones act on ``etcd_clusters``."""
+def default_actions(
+    etcd_clusters: Sequence[EtcdClusterConfig] = (),
+    eviction_guard: EvictionGuardConfig | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+) -> ActionRegistry:
+    """Every action kube-ballast ships, by name; the etcd ones act on ``etcd_clusters``,
+    ``eviction-pause`` under ``eviction_guard`` (its metrics in ``registry``)."""
+    from kubeballast.remediations.evictionguard import EvictionGuard
+
     return ActionRegistry(
         [
             NotifyAction(),
             EtcdBackupAction(etcd_clusters),
             EtcdDefragAction(etcd_clusters),
             EtcdRecoverNoSpaceAction(etcd_clusters),
+            EvictionGuard(eviction_guard or EvictionGuardConfig(), registry=registry),
         ]
     )

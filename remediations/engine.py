@@ -97,10 +97,13 @@ def build_intake(
     unreadable notification URL file.
     """
     remediations = config.remediations
+    registry = registry if registry is not None else CollectorRegistry()
     registered = (
         ActionRegistry(actions)
         if actions is not None
-        else default_actions(remediations.etcd.clusters)
+        else default_actions(
+            remediations.etcd.clusters, remediations.eviction_guard, registry=registry
+        )
     )
     for index, action_config in enumerate(remediations.actions):
         if action_config.name not in registered:
@@ -115,7 +118,6 @@ def build_intake(
                 f"{name!r} is enabled but has no entry in receiver.remediations.actions",
                 key_path=f"receiver.remediations.enabled_actions[{index}]",
             )
-    registry = registry if registry is not None else CollectorRegistry()
     notifier = Notifier(
         read_urls_file(remediations.notifications.urls_file),
         remediations.notifications,
@@ -231,6 +233,7 @@ class Engine:
             clock=self.clock,
         )
         self._failure = asyncio.get_running_loop().create_future()
+        await self._startup_checks()
         for name, coro in (
             ("leader-election", self._elector.run()),
             ("remediation-loop", self._loop()),
@@ -400,6 +403,9 @@ class Engine:
                     entry, owner, "TTL reached" if now >= entry.expires_at else "alert resolved"
                 )
 
+        # 2b. Actions that keep something in force (the eviction pause) maintain it.
+        await self._maintain()
+
         # 3. Actions a dead leader left half done.
         for record in records.values():
             if record.state == "started" and record.key not in self._in_flight:
@@ -417,6 +423,47 @@ class Engine:
         remaining = await ledger.budgets_remaining()
         for budget, left in remaining.items():
             self.budget_remaining.labels(budget).set(left)
+
+    async def _maintain(self) -> None:
+        """Let actions that keep something in force (``maintain``) renew, end or sweep
+        it. Ending is always allowed (it restores a safety mechanism); anything that
+        extends or acts is allowed only for an enabled action, not in dry run, with the
+        kill switch off (``dry_run`` in the context says which)."""
+        for name, action in self.actions.items():
+            maintain = getattr(action, "maintain", None)
+            if maintain is None:
+                continue
+            try:
+                paused, _why = await self.ledger.paused()
+            except KubeBallastError:
+                paused = True
+            restricted = (
+                paused or name not in self.remediations.enabled_actions or self._dry_run_for(name)
+            )
+            try:
+                await maintain(self._action_context(name, dry_run=restricted))
+            except KubeBallastError as error:
+                log.warning("remediations: %s could not maintain its state: %s", name, error)
+
+    async def _startup_checks(self) -> None:
+        """Every replica, once at start: actions end whatever they left overdue."""
+        for name, action in self.actions.items():
+            startup = getattr(action, "startup", None)
+            if startup is None:
+                continue
+            try:
+                await startup(self._action_context(name, dry_run=True))
+            except KubeBallastError as error:
+                log.warning("remediations: %s start-up check failed: %s", name, error)
+
+    def _action_context(self, action: str, dry_run: bool) -> ActionContext:
+        return ActionContext(
+            kube=self._api,
+            clock=self.clock,
+            identity=self.identity,
+            dry_run=dry_run,
+            log=get_logger(f"{__name__}.action", action=action),
+        )
 
     def _context(self, record: ExecutionRecord, dry_run: bool) -> ActionContext:
         return ActionContext(

@@ -63,6 +63,12 @@ class Congestion:
     """Retry-After of the 429s; the real APF and max-in-flight filters send 1."""
     priority_levels: frozenset[str] = frozenset()
     """Levels the rejections apply to; empty means every non-exempt level."""
+    starved_node_fraction: float = 0.0
+    """Fraction of each zone's nodes (drawn once when the congestion is set) whose
+    heartbeats are rejected every time, on top of ``lease_reject_fraction``: APF's
+    shuffle sharding puts some kubelets' flows into the full queues for as long as the
+    congestion lasts, so the same nodes starve (a random per-request draw would starve
+    almost none for a whole grace period)."""
 
     def __post_init__(self) -> None:
         if not self.latency_seconds >= 0.0 or math.isinf(self.latency_seconds):
@@ -73,6 +79,7 @@ class Congestion:
         _check_fraction("congestion.reject_fraction", self.reject_fraction)
         if self.lease_reject_fraction is not None:
             _check_fraction("congestion.lease_reject_fraction", self.lease_reject_fraction)
+        _check_fraction("congestion.starved_node_fraction", self.starved_node_fraction)
         if self.retry_after_seconds < 1:
             raise ValueError(
                 f"congestion.retry_after_seconds must be >= 1, got {self.retry_after_seconds!r}"
@@ -201,6 +208,7 @@ class FaultState:
         self._watch_generation = 0
         self._stopped: frozenset[str] = frozenset()
         self._partitioned: frozenset[str] = frozenset()
+        self._starved: frozenset[str] = frozenset()
         self._zone_of: dict[str, str] = {}
         self._stats = _Stats()
 
@@ -218,6 +226,17 @@ class FaultState:
 
     def set_congestion(self, c: Congestion | None) -> None:
         self._congestion = c
+        self._starved = frozenset()
+        if c is not None and c.starved_node_fraction > 0 and self._zone_of:
+            by_zone: dict[str, list[str]] = {}
+            for node, zone in self._zone_of.items():
+                by_zone.setdefault(zone, []).append(node)
+            self._starved = pick_nodes(by_zone, by_zone, c.starved_node_fraction, self.rng)
+
+    @property
+    def starved_nodes(self) -> frozenset[str]:
+        """The nodes whose heartbeats the congestion rejects every time."""
+        return self._starved
 
     @property
     def congestion(self) -> Congestion | None:
@@ -288,6 +307,7 @@ class FaultState:
         """Remove every fault. The watch generation stays: it only ever moves forward, so
         a watch opened before the clear cannot mistake a reset for "nothing happened"."""
         self._congestion = None
+        self._starved = frozenset()
         self._burst = None
         self._stopped = frozenset()
         self._partitioned = frozenset()
@@ -334,7 +354,8 @@ class FaultState:
                 if req.is_heartbeat
                 else congestion.reject_fraction
             )
-            if self._draw(fraction):
+            starved = req.is_heartbeat and node is not None and node in self._starved
+            if starved or self._draw(fraction):
                 self._stats.rejected_429 += 1
                 return Decision(
                     delay_seconds=delay,

@@ -82,7 +82,15 @@ NODE_CONTROLLER: Final = UserInfo(
     username="system:serviceaccount:kube-system:node-controller",
     groups=("system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"),
 )
-"""The identity of both controllers' requests."""
+"""The identity of both controllers' requests (under --use-service-account-credentials;
+since 1.29 the separate taint-eviction controller still builds its client as
+"node-controller")."""
+
+CONTROLLER_MANAGER: Final = UserInfo(
+    username="system:kube-controller-manager",
+    groups=("system:authenticated",),
+)
+"""The identity of every controller without --use-service-account-credentials."""
 
 STATE_INITIAL: Final = "Initial"
 STATE_NORMAL: Final = "Normal"

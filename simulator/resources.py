@@ -203,6 +203,9 @@ RESOURCES: tuple[ResourceType, ...] = (
         FLOWCONTROL, "v1", "flowschemas", "FlowSchema", namespaced=False, status_subresource=True
     ),
     ResourceType(
+        CORE, "v1", "serviceaccounts", "ServiceAccount", namespaced=True, short_names=("sa",)
+    ),
+    ResourceType(
         FLOWCONTROL,
         "v1",
         "prioritylevelconfigurations",
@@ -231,3 +234,4 @@ EVENTS = BY_KEY[(CORE, "events")]
 LEASES = BY_KEY[(COORDINATION, "leases")]
 VAPS = BY_KEY[(ADMISSION, "validatingadmissionpolicies")]
 VAP_BINDINGS = BY_KEY[(ADMISSION, "validatingadmissionpolicybindings")]
+SERVICE_ACCOUNTS = BY_KEY[(CORE, "serviceaccounts")]

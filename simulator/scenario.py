@@ -52,6 +52,7 @@ from .resources import (
     NAMESPACES,
     NODES,
     PODS,
+    SERVICE_ACCOUNTS,
     ResourceType,
 )
 from .settings import NodeLifecycleSettings, ScenarioSettings
@@ -514,6 +515,7 @@ class _Generator:
         yield from self.node_leases()
         yield from self.leader_leases()
         yield from self.configmaps()
+        yield from self.service_accounts()
         yield from self.static_pods()
         yield from self.daemonsets()
         for workload in self.plan():
@@ -801,6 +803,26 @@ class _Generator:
 
     # -- configmaps ---------------------------------------------------------------------
 
+    def service_accounts(self) -> Iterator[tuple[ResourceType, Obj]]:
+        """The controllers' ServiceAccounts in kube-system, which kube-controller-manager
+        creates for itself only under --use-service-account-credentials."""
+        if not self.lifecycle.use_service_account_credentials:
+            return
+        for name in ("node-controller", "replicaset-controller", "deployment-controller"):
+            yield (
+                SERVICE_ACCOUNTS,
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {
+                        "name": name,
+                        "namespace": "kube-system",
+                        "uid": self.uid(),
+                        "creationTimestamp": format_time(self.cluster_start),
+                    },
+                },
+            )
+
     def configmaps(self) -> Iterator[tuple[ResourceType, Obj]]:
         created = format_time(self.cluster_start)
         # The root-CA publisher puts kube-root-ca.crt in every namespace.
@@ -971,7 +993,8 @@ class _Generator:
                 f"--service-account-private-key-file={pki}/sa.key",
                 f"--service-cluster-ip-range={_SERVICE_CIDR}",
                 f"--unhealthy-zone-threshold={lc.unhealthy_zone_threshold:g}",
-                "--use-service-account-credentials=true",
+                "--use-service-account-credentials="
+                + ("true" if lc.use_service_account_credentials else "false"),
             ]
         return [
             "kube-scheduler",

@@ -66,9 +66,19 @@ from .faults import Congestion, Decision, FaultState, RequestClass, pick_nodes
 from .kubeconfig import write_kubeconfig
 from .kubelet import Kubelets
 from .metrics import ApiserverMetrics, ComponentName
-from .nodelifecycle import NodeLifecycleController
+from .nodelifecycle import CONTROLLER_MANAGER, NODE_CONTROLLER, NodeLifecycleController
 from .registry import Registry
-from .resources import BY_KEY, FLOWCONTROL, NAMESPACES, NODES, RESOURCES, ResourceType, lookup
+from .resources import (
+    BY_KEY,
+    FLOWCONTROL,
+    NAMESPACES,
+    NODES,
+    RESOURCES,
+    VAP_BINDINGS,
+    VAPS,
+    ResourceType,
+    lookup,
+)
 from .selectors import (
     FieldSelector,
     LabelSelector,
@@ -829,6 +839,12 @@ class ApiServer:
         )
         self.metrics = metrics if metrics is not None else ApiserverMetrics()
         self.admin_token = admin_token or secrets.token_urlsafe(32)
+        self.disabled: frozenset[tuple[str, str]] = (
+            frozenset()
+            if settings.admission_policy_api
+            else frozenset({VAPS.key, VAP_BINDINGS.key})
+        )
+        """(group, plural) of the resources this cluster does not serve."""
         self.authenticator = TokenAuthenticator(self.admin_token, settings.scenario.users)
 
         self.bookmark_interval = 60.0
@@ -1005,7 +1021,7 @@ class ApiServer:
                 return status_response(errors.unauthorized())
             user = ANONYMOUS
         rt = lookup(info.api_group, info.resource) if info.is_resource_request else None
-        if rt is not None and rt.version != info.api_version:
+        if rt is not None and (rt.version != info.api_version or rt.key in self.disabled):
             rt = None
         ctx = RequestContext(info, user, rt, time.monotonic())
         request[CONTEXT] = ctx
@@ -1169,6 +1185,12 @@ class ApiServer:
         bodies: dict[str, bytes] = {"/apis": encode(api_group_list())}
         for group, version in {(rt.group, rt.version) for rt in RESOURCES}:
             resource_list = api_resource_list(group, version)
+            if resource_list is not None and self.disabled:
+                resource_list["resources"] = [
+                    r
+                    for r in resource_list["resources"]
+                    if (group, r["name"].split("/")[0]) not in self.disabled
+                ]
             if group:
                 bodies[f"/apis/{group}/{version}"] = encode(resource_list)
                 bodies[f"/apis/{group}"] = encode(api_group(group))
@@ -1785,7 +1807,15 @@ def attach_control_plane(server: ApiServer) -> None:
     lifecycle: NodeLifecycleController | None = None
     if settings.controllers:
         lifecycle = NodeLifecycleController(
-            server.store, server.registry, server.clock, settings.node_lifecycle
+            server.store,
+            server.registry,
+            server.clock,
+            settings.node_lifecycle,
+            user=(
+                NODE_CONTROLLER
+                if settings.node_lifecycle.use_service_account_credentials
+                else CONTROLLER_MANAGER
+            ),
         )
         server.node_lifecycle = lifecycle
         server.add_background(lifecycle.run, "node-lifecycle")

@@ -28,6 +28,11 @@ class NodeLifecycleSettings:
     """--large-cluster-size-threshold: zones larger than this keep evicting when disrupted."""
     default_toleration_seconds: int = 300
     """DefaultTolerationSeconds admission: tolerationSeconds added to every pod."""
+    use_service_account_credentials: bool = True
+    """--use-service-account-credentials (kubeadm's default): the controllers act as
+    ``system:serviceaccount:kube-system:<name>-controller`` and the controller-manager
+    creates those ServiceAccounts; false: everything acts as
+    ``system:kube-controller-manager``."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,9 @@ class SimulatorSettings:
     """Run the simulated node-lifecycle and taint-eviction controllers."""
     kubeconfig_path: str | None = None
     """Where to write a kubeconfig for clients; None writes none."""
+    admission_policy_api: bool = True
+    """Serve admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy and its bindings
+    (GA in Kubernetes 1.30); false plays an older cluster without them."""
     history_seconds: float = 300.0
     """Simulated seconds of write history kept for watches and continue tokens
     (etcd's apiserver compacts every 5 minutes)."""

@@ -41,10 +41,8 @@ AUTOMATIONS = frozenset(
 """The remediations an ``automation`` label may name. A new remediation adds its name
 here together with its receiver action (remediations/actions.py)."""
 
-AUTOMATIONS_WITHOUT_ACTION = frozenset({"eviction-pause"})
-"""Automations the rules name before the receiver ships their action (the eviction pause
-is being built); Alertmanager routes them, and the receiver refuses what it does not
-know. Remove a name from here when its action is registered."""
+AUTOMATIONS_WITHOUT_ACTION: frozenset[str] = frozenset()
+"""Automations the rules may name before the receiver ships their action (none now)."""
 
 SEVERITIES = frozenset({"critical", "warning"})
 

@@ -119,7 +119,8 @@ def test_the_console_script_is_installed() -> None:
         (
             ["deploy"],
             "kube-ballast: usage: argument COMMAND: invalid choice: 'deploy'"
-            " (choose from simulate, simctl, etcd, exporter, receiver, remediations, config)"
+            " (choose from simulate, simctl, etcd, exporter, receiver, remediations,"
+            " eviction-guard, config)"
             " (see 'kube-ballast --help')",
         ),
         (

@@ -111,6 +111,7 @@ KINDS: tuple[Kind, ...] = (
         {"phase": "Running", "podIP": "10.64.9.9"},
     ),
     Kind("configmaps", "", "CoreV1Api", "config_map", lambda n: {"data": {"key": "value"}}),
+    Kind("serviceaccounts", "", "CoreV1Api", "service_account", lambda n: {}),
     Kind(
         "events",
         "",

@@ -1,0 +1,392 @@
+"""A whole eviction-guard stack on loopback for the scenario tests.
+
+The simulator (30 nodes in 3 zones, 5 pods each, its kubelets, node-lifecycle and taint-eviction
+controllers, at a clock factor of 20: the 50 s grace period is 2.5 real seconds and the
+300 s toleration 15), admission enforcing the policy from deploy/eviction-guard/ as
+installed by a cluster admin, the exporter (the default catalog over HTTP, its
+cluster-state area on the simulator's clock and rendering every half second), and the
+receiver's engine (the real action, the simulator's clock). Alerts are handed to the
+engine as Alertmanager would deliver them; the real Prometheus/Alertmanager path is
+tests/evictionguard/test_guard_e2e.py's.
+
+The congestion is the simulator's: APF rejects every heartbeat of a fixed 40 % of each
+zone's nodes (shuffle sharding keeps the same flows in the full queues) and 30 % of the
+others' (client-go's retries get those through), and node-0000's Lease is also renewed
+over HTTP so the rejections show on the apiserver's /metrics, where the exporter's
+congestion verdict reads them. Those nodes' kubelets are alive: every pod the
+taint-eviction controller deletes is a healthy pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from kubeballast.core import evictionguard as eg
+from kubeballast.core.config import (
+    ActionConfig,
+    Config,
+    EvictionGuardConfig,
+    ExporterConfig,
+    KubernetesAccessConfig,
+    LeaderElectionConfig,
+    ListenConfig,
+    ReceiverConfig,
+    RemediationsConfig,
+    TargetConfig,
+    validate,
+)
+from kubeballast.core.kube import kube_client
+from kubeballast.exporter.app import build_exporter
+from kubeballast.exporter.catalog import Catalog, CollectorFactory, ExporterContext, default_catalog
+from kubeballast.exporter.clusterstate import shared_cluster_state
+from kubeballast.exporter.contract import MetricsCollector
+from kubeballast.exporter.state import StateCollector
+from kubeballast.remediations.contract import Alert, AlertGroup
+from kubeballast.remediations.engine import Engine, build_intake
+from kubeballast.simulator.faults import Congestion
+from kubeballast.simulator.kubeconfig import write_kubeconfig
+from kubeballast.simulator.server import ApiServer, attach_control_plane, build_server
+from kubeballast.simulator.settings import (
+    NodeLifecycleSettings,
+    ScenarioSettings,
+    SimulatorSettings,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GUARD_MANIFESTS = REPO_ROOT / "deploy" / "eviction-guard"
+NODE_TOKEN = "node-0000-token"
+NODE_LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-0000"
+CLOCK_FACTOR = 20.0
+DEADLINE = 90.0
+STARVED = 0.4
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], what: str, within: float = DEADLINE
+) -> None:
+    """Poll ``check`` until true; fail after ``within`` real seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {within} s: {what}")
+        await asyncio.sleep(0.1)
+
+
+def _state_on(server: ApiServer) -> CollectorFactory:
+    def build(context: ExporterContext) -> Sequence[MetricsCollector]:
+        state = shared_cluster_state(context)
+        collector = StateCollector(
+            state.snapshot,
+            context.config.state,
+            clock=server.clock.time,
+            background=True,
+            cache_seconds=0.5,
+            stale_limit_seconds=1.0,
+        )
+        context.on_close(collector.aclose)
+        return [collector, state.collector()]
+
+    return build
+
+
+def _catalog(server: ApiServer) -> Catalog:
+    catalog = Catalog()
+    for name, factory in default_catalog():
+        catalog.register(name, _state_on(server) if name == "state" else factory)
+    return catalog
+
+
+@contextlib.asynccontextmanager
+async def _serve(app: web.Application) -> AsyncIterator[str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def manifests(*names: str) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for name in names:
+        docs.extend(d for d in yaml.safe_load_all((GUARD_MANIFESTS / name).read_text()) if d)
+    return docs
+
+
+async def install_guard(api: Any) -> None:
+    """What `kubectl apply -k deploy/eviction-guard` does for the admission objects."""
+    from kubernetes_asyncio import client
+
+    admission = client.AdmissionregistrationV1Api(api)
+    flow = client.FlowcontrolApiserverV1Api(api)
+    for doc in manifests("policy.yaml", "binding.yaml", "flowcontrol.yaml"):
+        kind = doc["kind"]
+        if kind == "ValidatingAdmissionPolicy":
+            await admission.create_validating_admission_policy(doc)
+        elif kind == "ValidatingAdmissionPolicyBinding":
+            await admission.create_validating_admission_policy_binding(doc)
+        elif kind == "FlowSchema":
+            await flow.create_flow_schema(doc)
+        elif kind == "PriorityLevelConfiguration":
+            await flow.create_priority_level_configuration(doc)
+
+
+@dataclass
+class Stack:
+    server: ApiServer
+    api: Any
+    exporter_url: str
+    tmp: Path
+    engines: list[Engine] = field(default_factory=list)
+    _renewer: asyncio.Task[None] | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def counters(self) -> Any:
+        assert self.server.node_lifecycle is not None
+        return self.server.node_lifecycle.counters
+
+    def now(self) -> float:
+        return self.server.clock.time()
+
+    def congest(self) -> frozenset[str]:
+        """Starve 40 % of each zone's heartbeats; returns the starved nodes."""
+        self.server.faults.set_congestion(
+            Congestion(
+                reject_fraction=0.0, lease_reject_fraction=0.3, starved_node_fraction=STARVED
+            )
+        )
+        if self._renewer is None:
+            self._stop.clear()
+            self._renewer = asyncio.create_task(self._renew_over_http())
+        return self.server.faults.starved_nodes
+
+    def relieve(self) -> None:
+        self.server.faults.set_congestion(None)
+        self._stop.set()
+
+    async def _renew_over_http(self) -> None:
+        headers = {"Authorization": f"Bearer {NODE_TOKEN}"}
+        async with aiohttp.ClientSession() as session:
+            while not self._stop.is_set():
+                with contextlib.suppress(aiohttp.ClientError):
+                    url = f"{self.server.url}{NODE_LEASE}"
+                    async with session.get(url, headers=headers) as response:
+                        lease = await response.json() if response.status == 200 else None
+                    if lease is not None:
+                        # Rejected 429 some of the time: counted by APF on /metrics.
+                        async with session.put(url, json=lease, headers=headers) as r:
+                            await r.read()
+                await asyncio.sleep(0.1)  # pacing, not synchronisation
+        self._renewer = None
+
+    def guard_config(self, **overrides: Any) -> EvictionGuardConfig:
+        base: dict[str, Any] = {
+            "exporter_url": f"{self.exporter_url}/metrics",
+            "pause_seconds": 600.0,
+            "max_pause_seconds": 3600.0,
+            "renew_before_seconds": 300.0,
+            "check_interval_seconds": 5.0,
+            "taint_removal_nodes_per_second": 20.0,
+        }
+        base.update(overrides)
+        return EvictionGuardConfig(**base)
+
+    def receiver_config(
+        self, guard: EvictionGuardConfig, *, enabled: bool = True
+    ) -> ReceiverConfig:
+        action = ActionConfig(
+            name="eviction-pause",
+            alerts=("KubeNodeHeartbeatStorm", "KubeApiserverCongested"),
+            dry_run=False,
+            max_per_hour=10,
+            cooldown_seconds=0.0,
+            max_nodes=0,
+            max_cluster_fraction=0.0,
+        )
+        remediations = RemediationsConfig(
+            namespace="kube-ballast",
+            actions=(action,),
+            enabled_actions=("eviction-pause",) if enabled else (),
+            # Simulated seconds (the engine runs on the simulator's clock).
+            leader_election=LeaderElectionConfig(
+                lease_duration_seconds=600.0,
+                renew_deadline_seconds=400.0,
+                retry_period_seconds=10.0,
+            ),
+            scan_interval_seconds=0.2,
+            eviction_guard=guard,
+        )
+        config = ReceiverConfig(dry_run=False, remediations=remediations)
+        validate(Config(receiver=config))
+        return config
+
+    async def start_engine(self, config: ReceiverConfig) -> Engine:
+        kubeconfig = self.tmp / "receiver.kubeconfig"
+        write_kubeconfig(kubeconfig, self.server.url, self.server.admin_token)
+        api = await kube_client(KubernetesAccessConfig(kubeconfig_path=str(kubeconfig)), "test")
+        engine = build_intake(
+            config,
+            registry=CollectorRegistry(),
+            api=api,
+            clock=self.server.clock,
+            identity="receiver-0",
+        )
+        await engine.start()
+        self.engines.append(engine)
+        engine._test_api = api  # type: ignore[attr-defined]
+        return engine
+
+    async def stop_engine(self, engine: Engine, *, abort: bool = False) -> None:
+        if abort:
+            await engine.abort()
+        else:
+            await engine.stop()
+        await engine._test_api.close()  # type: ignore[attr-defined]
+        self.engines.remove(engine)
+
+    async def metrics(self) -> str:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{self.exporter_url}/metrics") as r,
+        ):
+            return await r.text()
+
+    async def metric(self, name: str) -> float | None:
+        for line in (await self.metrics()).splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    async def pause(self) -> eg.PauseState | None:
+        stored = await eg.read_pause(self.api)
+        return stored.state if stored is not None else None
+
+    async def paused(self) -> bool:
+        state = await self.pause()
+        return state is not None and state.paused
+
+
+def storm_alert(name: str = "KubeNodeHeartbeatStorm") -> AlertGroup:
+    alert = Alert(
+        status="firing",
+        labels={"alertname": name, "severity": "critical", "automation": "eviction-pause"},
+        annotations={"summary": "storm", "runbook_url": f"docs/runbooks/{name}.md"},
+        starts_at=datetime.datetime.now(tz=datetime.UTC),
+        ends_at=None,
+        generator_url="http://prometheus.invalid/graph",
+        fingerprint=f"{name.lower()}-0001",
+    )
+    return AlertGroup(
+        version="4",
+        group_key=f'{{}}:{{alertname="{name}"}}',
+        status="firing",
+        receiver="kube-ballast",
+        group_labels={"alertname": name},
+        common_labels=dict(alert.labels),
+        common_annotations={},
+        external_url="http://alertmanager.invalid",
+        truncated_alerts=0,
+        alerts=(alert,),
+    )
+
+
+@contextlib.asynccontextmanager
+async def guard_stack(
+    tmp: Path,
+    *,
+    policy_api: bool = True,
+    service_account_credentials: bool = True,
+    install: bool = True,
+    clock_factor: float = CLOCK_FACTOR,
+) -> AsyncIterator[Stack]:
+    settings = SimulatorSettings(
+        host="127.0.0.1",
+        port=0,
+        kubelets=True,
+        controllers=True,
+        clock_factor=clock_factor,
+        admission_policy_api=policy_api,
+        scenario=ScenarioSettings(
+            nodes=30,
+            zones=3,
+            # Two of each node's pods are DaemonSet pods (network agent, kube-proxy), which
+            # tolerate NoExecute for ever; three are workload pods with the default 300 s.
+            pods_per_node=5,
+            control_plane_nodes=1,
+            seed=9,
+            users={NODE_TOKEN: "system:node:node-0000"},
+        ),
+        node_lifecycle=NodeLifecycleSettings(
+            use_service_account_credentials=service_account_credentials
+        ),
+    )
+    server = build_server(settings)
+    attach_control_plane(server)
+    await server.start()
+    kubeconfig = tmp / "admin.kubeconfig"
+    write_kubeconfig(kubeconfig, server.url, server.admin_token)
+    token = tmp / "admin-token"
+    token.write_text(server.admin_token + "\n")
+    api = await kube_client(KubernetesAccessConfig(kubeconfig_path=str(kubeconfig)), "test")
+    try:
+        from kubernetes_asyncio import client
+
+        with contextlib.suppress(Exception):
+            await client.CoreV1Api(api).create_namespace({"metadata": {"name": "kube-ballast"}})
+        if install and policy_api:
+            await install_guard(api)
+        config = ExporterConfig(
+            listen=ListenConfig(host="127.0.0.1", port=0),
+            kubernetes=KubernetesAccessConfig(kubeconfig_path=str(kubeconfig)),
+            apiservers=(
+                TargetConfig(
+                    name="apiserver-1",
+                    url=server.url,
+                    bearer_token_file=str(token),
+                    timeout_seconds=5.0,
+                    interval_seconds=1.0,
+                ),
+            ),
+        )
+        app = build_exporter(config, catalog=_catalog(server)).create_app()
+        async with _serve(app) as url:
+            stack = Stack(server, api, url, tmp)
+
+            async def synced() -> bool:
+                return await stack.metric("kubeballast_cluster_state_synced") == 1.0
+
+            await eventually(synced, "the exporter synced")
+            try:
+                yield stack
+            finally:
+                stack.relieve()
+                for engine in list(stack.engines):
+                    await stack.stop_engine(engine)
+    finally:
+        await api.close()
+        await server.stop()
