@@ -23,12 +23,14 @@ bench: venv
 	$(VENV)/bin/python bench/run.py
 
 ## docs: regenerate docs/config-reference.md, docs/config.example.yaml, docs/metrics.md,
-## docs/alerts.md and deploy/prometheusrule/
+## docs/alerts.md, deploy/prometheusrule/, and the dashboards (dashboards/*.json,
+## dashboards/provisioning/, deploy/dashboards/, docs/dashboards.md)
 docs: venv
 	$(VENV)/bin/kube-ballast config reference > docs/config-reference.md
 	$(VENV)/bin/kube-ballast config example > docs/config.example.yaml
 	$(VENV)/bin/kube-ballast exporter --list-metrics markdown > docs/metrics.md
 	$(VENV)/bin/python alerts/render.py
+	$(VENV)/bin/python dashboards/generate.py
 
 venv:
 	./scripts/venv

@@ -15,9 +15,12 @@ BENCHMARKS = (
     "exporter_metrics.py",
     "exporter_state.py",
     "exporter_state_render.py",
+    "exporter_steady.py",
     "exporter_etcd.py",
     "etcd_backup.py",
     "receiver_ack.py",
+    "eviction_guard_latency.py",
+    "selfcheck.py",
 )
 
 

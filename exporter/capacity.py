@@ -23,10 +23,12 @@ functions of projections and aggregates that say how close the cluster is:
   nodes; then there is a recommendation but no verdict.
 - **Node pools** (:func:`derive_pools`): nodes, schedulable nodes, pods, pod slots and
   allocatable CPU and memory per pool (the first of the configured pool labels a node
-  carries; the seed's tenants that do not share nodes). Free CPU and memory would need
-  every pod's CPU and memory requests, which the pod projection does not keep (it
-  would cost memory on 150 000 pods); what is free is the pod slots, and allocatable
-  is the pool's size.
+  carries; the seed's tenants that do not share nodes). Given the CPU and memory
+  requested per node (the requests of the pods holding it, as the scheduler sums
+  them), also what is requested and what is free per pool: allocatable less requested,
+  per node and never below zero (an overcommitted node frees nothing for its
+  neighbours), summed over the pool. Without them (the pod projection does not keep
+  CPU and memory requests yet) those stay unknown (None).
 - **Extended resources** (:func:`derive_extended_resources`): the seed's NICs as an
   extended resource (``example.com/dongle``), and any other resource whose name has a
   "/": per resource and zone the capacity, allocatable and requested amounts and the
@@ -281,6 +283,12 @@ class PoolUsage:
     """Allocatable ``pods`` summed over the pool's nodes."""
     cpu_allocatable_cores: float
     memory_allocatable_bytes: float
+    cpu_requested_cores: float | None = None
+    """CPU requested by the pods holding the pool's nodes (None: requests not known)."""
+    memory_requested_bytes: float | None = None
+    cpu_free_cores: float | None = None
+    """Allocatable less requested CPU, per node and never below 0, summed."""
+    memory_free_bytes: float | None = None
 
     @property
     def free_pod_slots(self) -> float:
@@ -302,26 +310,56 @@ def derive_pools(
     pool_labels: Sequence[str],
     *,
     max_pools: int = MAX_POOLS,
+    requests_by_node: Mapping[str, Mapping[str, float]] | None = None,
 ) -> tuple[PoolUsage, ...]:
-    """Usage per pool, by name; at most ``max_pools`` (the rest as ``_other``)."""
+    """Usage per pool, by name; at most ``max_pools`` (the rest as ``_other``).
+
+    ``requests_by_node``: the ``cpu`` (cores) and ``memory`` (bytes) requested by the
+    pods holding each node (nodes without requests may be absent); without it the
+    requested and free amounts are None.
+    """
     totals: dict[str, list[float]] = {}
+    no_requests: Mapping[str, float] = {}
     for node in nodes:
-        row = totals.setdefault(pool_of(node, pool_labels), [0, 0, 0, 0.0, 0.0, 0.0])
+        row = totals.setdefault(pool_of(node, pool_labels), [0.0] * 10)
         row[0] += 1
         if node.ready == "True" and not node.unschedulable:
             row[1] += 1
         row[2] += pods_by_node.get(node.name, (0, 0))[0]
         row[3] += quantity(node.allocatable, "pods") or 0.0
-        row[4] += quantity(node.allocatable, "cpu") or 0.0
-        row[5] += quantity(node.allocatable, "memory") or 0.0
+        cpu = quantity(node.allocatable, "cpu") or 0.0
+        memory = quantity(node.allocatable, "memory") or 0.0
+        row[4] += cpu
+        row[5] += memory
+        if requests_by_node is not None:
+            requested = requests_by_node.get(node.name, no_requests)
+            cpu_requested = requested.get("cpu", 0.0)
+            memory_requested = requested.get("memory", 0.0)
+            row[6] += cpu_requested
+            row[7] += memory_requested
+            row[8] += max(0.0, cpu - cpu_requested)
+            row[9] += max(0.0, memory - memory_requested)
     if len(totals) > max_pools:
         ranked = sorted(totals, key=lambda pool: (-totals[pool][0], pool))
-        other = [0, 0, 0, 0.0, 0.0, 0.0]
+        other = [0.0] * 10
         for pool in ranked[max_pools - 1 :]:
             other = [a + b for a, b in zip(other, totals.pop(pool), strict=True)]
         totals[OTHER_POOL] = other
+    known = requests_by_node is not None
     return tuple(
-        PoolUsage(pool, int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5])
+        PoolUsage(
+            pool,
+            int(r[0]),
+            int(r[1]),
+            int(r[2]),
+            r[3],
+            r[4],
+            r[5],
+            cpu_requested_cores=r[6] if known else None,
+            memory_requested_bytes=r[7] if known else None,
+            cpu_free_cores=r[8] if known else None,
+            memory_free_bytes=r[9] if known else None,
+        )
         for pool, r in sorted(totals.items())
     )
 

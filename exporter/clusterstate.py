@@ -35,7 +35,7 @@ import logging
 import time
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NoReturn
 
 from kubeballast.core.kube import KubeClientProvider
@@ -133,6 +133,8 @@ class ClusterSnapshot:
     (a ReplicaSet without one stays ``("ReplicaSet", ns, name)``)."""
     nodes_by_zone: Mapping[str, tuple[str, ...]]
     """Node names per zone (sorted); nodes without a zone label under ""."""
+    requests_by_node: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """``cpu`` (cores) and ``memory`` (bytes) requested by the pods holding each node."""
 
 
 class _Counter:
@@ -192,6 +194,8 @@ class _PodIndex:
         self.pods: dict[str, int] = {}
         self.containers: dict[str, int] = {}
         self.extended: dict[str, dict[str, float]] = {}
+        self.requests: dict[str, list[float]] = {}
+        """Node -> [cpu cores, memory bytes] requested."""
         self.owners: dict[OwnerKey, dict[str, int]] = {}
 
     def on_add(self, new: PodP) -> None:
@@ -213,6 +217,12 @@ class _PodIndex:
         node = pod.node_name
         _add(self.pods, node, sign)
         _add(self.containers, node, sign * pod.containers)
+        if pod.cpu_request or pod.memory_request:
+            totals = self.requests.setdefault(node, [0.0, 0.0])
+            totals[0] += sign * pod.cpu_request
+            totals[1] += sign * pod.memory_request
+            if abs(totals[0]) < 1e-9 and abs(totals[1]) < 1e-3:
+                del self.requests[node]
         if pod.extended_requests:
             per_node = self.extended.setdefault(node, {})
             for name, amount in pod.extended_requests.items():
@@ -431,6 +441,10 @@ class ClusterState:
             },
             extended_requests_by_node={
                 node: dict(requests) for node, requests in index.extended.items()
+            },
+            requests_by_node={
+                node: {"cpu": cpu, "memory": memory}
+                for node, (cpu, memory) in index.requests.items()
             },
             owner_pods_by_node=owners,
             nodes_by_zone={

@@ -50,9 +50,21 @@ its handlers (``on_add(new)``, ``on_update(old, new)``, ``on_delete(old)``) as t
 store changes; an update whose projection is unchanged (a pod's status timestamps
 moved, which no projection keeps) is not reported at all, which is most pod updates.
 
+**Supervised.** An exception other than the expected ones (a ``SourceError``, a 410)
+out of a sync or a watch is a bug: in a projection, a handler or this module. A cache
+that stopped there would be served as if current for as long as the process lives, so
+:meth:`Informer.run` never lets it end the task: it logs the traceback (the first of a
+streak; later ones in one line), counts it under the reason ``internal`` (as the
+source runner does), waits a jittered backoff, and restarts the cache with a full
+resync applied as a diff (the store and the handlers' aggregates end equal to the
+server's state, as after a 410). Until that resync succeeds :func:`check_health`
+reports the informer down, so ``kubeballast_source_up{kind="informer"}`` is 0 and
+KubeBallastSourceDown fires if it never recovers (a poison object that every resync
+trips on); ``kubeballast_informer_restarts_total`` counts the restarts.
+
 Health reaches ``/metrics`` two ways: :class:`InformerCollector` exposes
 ``kubeballast_informer_*`` (synced, objects, events, relists by reason, watch errors
-by reason, last event and last sync times), and :func:`check_health` turns an
+by reason, restarts, last event and last sync times), and :func:`check_health` turns an
 informer's status into a source refresh's outcome, so the exporter's source runner can
 report each informer as a source of kind ``informer``
 (``kubeballast_source_up{kind="informer",target="pods"}``): up while synced and
@@ -120,7 +132,13 @@ the cache stale for a day."""
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 
 RELIST_REASONS = ("initial", "gone")
-"""Why the state was read in full: the first sync, or a 410 Gone (compacted RV)."""
+"""Why the state was read in full: the first sync, or a 410 Gone (compacted RV). A
+resync after an internal error is counted as a restart instead."""
+
+INTERNAL_REASON = "internal"
+"""Error reason for an unexpected exception (a bug), as the source runner's."""
+
+ERROR_REASONS = (*sorted(SourceError.REASONS), INTERNAL_REASON)
 
 SyncMode = Literal["auto", "watchlist", "list"]
 
@@ -184,6 +202,10 @@ class InformerStatus:
     last_sync: float | None
     last_sync_duration_seconds: float | None
     mode: str
+    restarts: int = 0
+    """Restarts after an unexpected exception (a bug) in the sync or the watch."""
+    restarting: bool = False
+    """An unexpected exception stopped the cache and its resync has not succeeded yet."""
 
 
 # --- HTTP -------------------------------------------------------------------------------
@@ -379,9 +401,8 @@ def _key(meta: RawMeta) -> str:
 class _Counters:
     events: int = 0
     relists: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RELIST_REASONS, 0))
-    errors: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(sorted(SourceError.REASONS), 0)
-    )
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_REASONS, 0))
+    restarts: int = 0
 
 
 class Informer(Generic[R, P]):
@@ -418,6 +439,7 @@ class Informer(Generic[R, P]):
         self._counters = _Counters()
         self._failures = 0
         self._last_error: str | None = None
+        self._restarting = False
         self._synced = asyncio.Event()
         self._last_event: float | None = None
         self._last_sync: float | None = None
@@ -473,6 +495,8 @@ class Informer(Generic[R, P]):
             last_sync=self._last_sync,
             last_sync_duration_seconds=self._last_sync_duration,
             mode=self._used_mode,
+            restarts=self._counters.restarts,
+            restarting=self._restarting,
         )
 
     # --- applying changes -------------------------------------------------------------
@@ -517,7 +541,8 @@ class Informer(Generic[R, P]):
     # --- running ----------------------------------------------------------------------
 
     async def run(self) -> NoReturn:
-        """Sync, then watch forever; relist only on 410; back off on errors."""
+        """Sync, then watch forever; relist only on 410; back off on errors; restart
+        with a resync after an unexpected exception (never end but by cancellation)."""
         reason = "initial"
         need_sync = True
         while True:
@@ -527,6 +552,7 @@ class Informer(Generic[R, P]):
                     need_sync = False
                     self._failures = 0
                     self._last_error = None
+                    self._restarting = False
                 progressed = await self._watch()
                 if progressed:
                     self._failures = 0
@@ -556,6 +582,34 @@ class Informer(Generic[R, P]):
                     delay,
                 )
                 await asyncio.sleep(delay)
+            except Exception as error:  # supervision: a bug must not end the cache
+                await self._restart_after(error)
+                need_sync, reason = True, "restart"
+
+    async def _restart_after(self, error: Exception) -> None:
+        """Count, log and back off after an unexpected exception; the caller resyncs."""
+        self._counters.errors[INTERNAL_REASON] += 1
+        self._counters.restarts += 1
+        self._restarting = True
+        self._last_error = f"internal error: {error!r}"
+        delay = self._backoff(None)
+        if self._failures == 1:
+            self._log.error(
+                "%s: the cache failed with an unexpected error (a bug); restarting it "
+                "with a resync in %.1f s",
+                self.spec.name,
+                delay,
+                exc_info=error,
+            )
+        else:
+            self._log.error(
+                "%s: the cache failed again (%d in a row): %r; restarting it in %.1f s",
+                self.spec.name,
+                self._failures,
+                error,
+                delay,
+            )
+        await asyncio.sleep(delay)
 
     def _backoff(self, retry_after: float | None, *, count: bool = True) -> float:
         if count:
@@ -573,7 +627,7 @@ class Informer(Generic[R, P]):
             if self._mode != "list":
                 try:
                     await self._watch_list(started)
-                    self._counters.relists[reason] += 1
+                    self._count_relist(reason)
                     self._used_mode = "watchlist"
                     return
                 except _WatchListRefusedError as refused:
@@ -584,8 +638,13 @@ class Informer(Generic[R, P]):
                     )
                     self._mode = "list"
             await self._list(started)
-            self._counters.relists[reason] += 1
+            self._count_relist(reason)
             self._used_mode = "list"
+
+    def _count_relist(self, reason: str) -> None:
+        # A resync after a restart is counted by the restart, not as a relist reason.
+        if reason in self._counters.relists:
+            self._counters.relists[reason] += 1
 
     async def _list(self, started: float) -> None:
         path = self.spec.path
@@ -777,6 +836,9 @@ def check_health(status: InformerStatus) -> InformerStatus:
     """``status`` if the cache is usable, else the ``SourceError`` that says why not."""
     if not status.synced:
         raise SourceError("connect", f"{status.resource}: not synced yet ({status.last_error})")
+    if status.restarting:
+        # A bug stopped the cache: whatever it holds is not being kept current.
+        raise SourceError("connect", f"{status.resource}: restarting: {status.last_error}")
     # One failure is a dropped watch that the next one resumes; three in a row is an
     # outage that leaves the cache stale.
     if status.consecutive_failures >= 3:
@@ -820,6 +882,13 @@ class InformerCollector:
                 (*r, "reason"),
             ),
             MetricSpec(
+                "kubeballast_informer_restarts",
+                "counter",
+                "Restarts of the cache after an unexpected error (a bug, logged with its "
+                "traceback): each resyncs the resource's state in full.",
+                r,
+            ),
+            MetricSpec(
                 "kubeballast_informer_last_event_timestamp_seconds",
                 "gauge",
                 "Unix time of the last watch event applied (absent before one).",
@@ -846,6 +915,7 @@ class InformerCollector:
         events = family("kubeballast_informer_events")
         relists = family("kubeballast_informer_relists")
         errors = family("kubeballast_informer_watch_errors")
+        restarts = family("kubeballast_informer_restarts")
         last_event = family("kubeballast_informer_last_event_timestamp_seconds")
         last_sync = family("kubeballast_informer_last_sync_timestamp_seconds")
         for informer in self._informers:
@@ -858,8 +928,9 @@ class InformerCollector:
                 relists.add_metric([*key, reason], count)
             for reason, count in s.errors.items():
                 errors.add_metric([*key, reason], count)
+            restarts.add_metric(key, s.restarts)
             if s.last_event is not None:
                 last_event.add_metric(key, s.last_event)
             if s.last_sync is not None:
                 last_sync.add_metric(key, s.last_sync)
-        yield from (synced, objects, events, relists, errors, last_event, last_sync)
+        yield from (synced, objects, events, relists, errors, restarts, last_event, last_sync)

@@ -200,7 +200,8 @@ class PodP(msgspec.Struct, frozen=True, gc=False):
     ``tolerations`` keeps only those that can hold off eviction (effect NoExecute or
     empty, which matches every effect). ``extended_requests`` sums, over the regular
     containers, the requests of resources whose name has a "/" (``example.com/dongle``);
-    cpu, memory and other built-in resources are not kept.
+    ``cpu_request`` and ``memory_request`` the CPU and memory requests (for free capacity
+    per pool); other built-in resources are not kept.
     """
 
     namespace: str
@@ -216,6 +217,11 @@ class PodP(msgspec.Struct, frozen=True, gc=False):
     extended_requests: dict[str, float]
     terminating: bool
     labels: dict[str, str]
+    cpu_request: float = 0.0
+    """CPU cores requested, summed over the regular containers (init containers, which
+    the scheduler counts only when one asks for more than all of these, are not kept)."""
+    memory_request: float = 0.0
+    """Memory bytes requested, summed likewise."""
 
 
 class ReplicaSetP(msgspec.Struct, frozen=True, gc=False):
@@ -396,8 +402,8 @@ class _Resources(msgspec.Struct):
 
 
 class _Container(msgspec.Struct):
-    # Raw: only a container whose resources mention an extended resource ("/" in a
-    # name) is decoded further; cpu and memory never are.
+    # Raw: decoded once per distinct value (pods of one template share it) for the cpu
+    # and memory requests, and further only when it mentions an extended resource.
     resources: msgspec.Raw = msgspec.Raw()
 
 
@@ -434,6 +440,7 @@ _EMPTY_LABELS: dict[str, str] = {}
 _EMPTY_REQUESTS: dict[str, float] = {}
 _labels_cache: dict[bytes, dict[str, str]] = {}
 _tolerations_cache: dict[bytes, tuple[TolerationP, ...]] = {}
+_requests_cache: dict[bytes, tuple[float, float]] = {}
 _labels_decoder = msgspec.json.Decoder(dict[str, str] | None)
 _tolerations_decoder = msgspec.json.Decoder(list[_Toleration] | None)
 _resources_decoder = msgspec.json.Decoder(_Resources | None)
@@ -488,6 +495,34 @@ def _extended_requests(containers: list[_Container]) -> dict[str, float]:
     return totals if totals is not None else _EMPTY_REQUESTS
 
 
+_ZERO_REQUESTS: tuple[float, float] = (0.0, 0.0)
+
+
+def _cpu_memory_requests(containers: list[_Container]) -> tuple[float, float]:
+    cpu = memory = 0.0
+    for container in containers:
+        # Pods of one template share their resources: decode each distinct one once.
+        one = _shared(container.resources, _requests_cache, _build_cpu_memory, _ZERO_REQUESTS)
+        cpu += one[0]
+        memory += one[1]
+    return cpu, memory
+
+
+def _build_cpu_memory(data: bytes) -> tuple[float, float]:
+    resources = _resources_decoder.decode(data)
+    requests = (resources and resources.requests) or {}
+    amounts = [0.0, 0.0]
+    for index, name in enumerate(("cpu", "memory")):
+        quantity = requests.get(name)
+        if quantity is None:
+            continue
+        try:
+            amounts[index] = parse_quantity(quantity)
+        except ValueError:
+            continue  # the apiserver validates quantities; skip rather than fail the pod
+    return amounts[0], amounts[1]
+
+
 def decode_pod(raw: RawPod) -> PodP:
     meta, spec = raw.metadata, raw.spec
     owner_kind, owner_name = _owner(meta)
@@ -497,6 +532,7 @@ def decode_pod(raw: RawPod) -> PodP:
         if condition.type == "Ready":
             ready = condition.status == "True"
             break
+    cpu_request, memory_request = _cpu_memory_requests(containers)
     return PodP(
         namespace=_intern(meta.namespace),
         name=meta.name,
@@ -511,6 +547,8 @@ def decode_pod(raw: RawPod) -> PodP:
         extended_requests=_extended_requests(containers),
         terminating=meta.deletion_timestamp is not None,
         labels=_shared(meta.labels, _labels_cache, _build_labels, _EMPTY_LABELS),
+        cpu_request=cpu_request,
+        memory_request=memory_request,
     )
 
 

@@ -29,12 +29,22 @@ Every workload is counted by class; only those at risk get series of their own, 
 riskiest first (``single_zone`` before ``skew_exceeded``, then more ready replicas,
 then the larger excess of skew) up to ``max_workload_series``, so a cluster with
 thousands of crowded workloads stays within a bounded number of series.
+
+Deriving all this is a walk over every pod and every workload: 120-150 ms of CPU at
+the seed's scale (150 000 pods, 13 000 workloads), most of a render. Placement changes
+slowly and the alert on it waits 30 minutes (KubeWorkloadSingleZone), so the exporter
+derives it through a :class:`SpreadCache`: a report is reused for up to
+``SPREAD_MAX_AGE_SECONDS`` (60 s), and derived again at once when the schedulable zones
+change (a zone going down changes every workload's skew and risk). At a 15 s scrape
+interval that is one walk in four renders.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -44,7 +54,9 @@ from kubeballast.exporter.projections import ZONE_LABELS, NodeP, PodP, ReplicaSe
 __all__ = [
     "AT_RISK",
     "RISK_CLASSES",
+    "SPREAD_MAX_AGE_SECONDS",
     "Risk",
+    "SpreadCache",
     "SpreadReport",
     "WorkloadSpread",
     "derive_spread",
@@ -54,6 +66,10 @@ __all__ = [
 Risk = Literal["single_zone", "skew_exceeded", "ok", "not_applicable"]
 RISK_CLASSES: Final[tuple[Risk, ...]] = ("single_zone", "skew_exceeded", "ok", "not_applicable")
 AT_RISK: Final[frozenset[Risk]] = frozenset({"single_zone", "skew_exceeded"})
+
+SPREAD_MAX_AGE_SECONDS: Final = 60.0
+"""How long :class:`SpreadCache` reuses a report while the schedulable zones stay the
+same."""
 
 WorkloadKey = tuple[str, str, str]
 """(kind, namespace, name)."""
@@ -115,11 +131,13 @@ def derive_spread(
     *,
     zone_label: str = DEFAULT_ZONE_LABEL,
     max_series: int = 200,
+    domains: Collection[str] | None = None,
 ) -> SpreadReport:
     """The spread of every Deployment and StatefulSet. ``replicasets`` by
-    ``namespace/name``, ``nodes`` by name."""
+    ``namespace/name``, ``nodes`` by name; ``domains``, the schedulable zones, when the
+    caller has computed them already."""
     node_zone = {name: zone_of(node, zone_label) for name, node in nodes.items()}
-    domains = schedulable_zones(nodes.values(), zone_label)
+    zones = schedulable_zones(nodes.values(), zone_label) if domains is None else set(domains)
     # One pass over the pods, as cheap per pod as Python allows (the Counter counts in
     # C), keyed by zone rather than node: a workload's replicas mostly sit on distinct
     # nodes, so per (owner, zone) there are a few times fewer keys than pods, and
@@ -155,11 +173,11 @@ def derive_spread(
         max_skew = min(skews) if skews else None
         declared = max_skew is not None or workload.zone_anti_affinity
         total = sum(per_zone.values())
-        in_domains = [per_zone.get(zone, 0) for zone in domains]
+        in_domains = [per_zone.get(zone, 0) for zone in zones]
         skew = max(in_domains) - min(in_domains) if in_domains else 0
         used = sum(1 for count in per_zone.values() if count)
         risk: Risk
-        if workload.replicas < 2 or total == 0 or len(domains) < 2:
+        if workload.replicas < 2 or total == 0 or len(zones) < 2:
             risk = "not_applicable"
         elif used == 1:
             risk = "single_zone"
@@ -177,7 +195,7 @@ def derive_spread(
                     replicas=workload.replicas,
                     ready=total,
                     ready_by_zone=tuple(
-                        (zone, per_zone.get(zone, 0)) for zone in sorted(domains | set(per_zone))
+                        (zone, per_zone.get(zone, 0)) for zone in sorted(zones | set(per_zone))
                     ),
                     zones_used=used,
                     skew=skew,
@@ -198,8 +216,66 @@ def derive_spread(
     )
     kept = tuple(risky[:max_series])
     return SpreadReport(
-        schedulable_zones=tuple(sorted(domains)),
+        schedulable_zones=tuple(sorted(zones)),
         at_risk=kept,
         dropped=len(risky) - len(kept),
         counts=counts,
     )
+
+
+class SpreadCache:
+    """:func:`derive_spread` through a cache: the last report is reused for up to
+    ``max_age_seconds`` while the schedulable zones and the settings stay the same.
+
+    Thread-safe (the exporter renders in worker threads, and a scrape may render on the
+    event loop meanwhile): two derivations at once each pay the walk, neither sees the
+    other's report half-built.
+    """
+
+    def __init__(
+        self,
+        max_age_seconds: float = SPREAD_MAX_AGE_SECONDS,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max_age = max_age_seconds
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._key: tuple[object, ...] | None = None
+        self._report: SpreadReport | None = None
+        self._at = 0.0
+        self.derivations = 0
+        """How many times the report was derived (not reused)."""
+
+    def derive(
+        self,
+        workloads: Iterable[WorkloadP],
+        replicasets: Mapping[str, ReplicaSetP],
+        pods: Iterable[PodP],
+        nodes: Mapping[str, NodeP],
+        *,
+        zone_label: str = DEFAULT_ZONE_LABEL,
+        max_series: int = 200,
+    ) -> SpreadReport:
+        """:func:`derive_spread`'s report, or the cached one if young enough."""
+        domains = frozenset(schedulable_zones(nodes.values(), zone_label))
+        key = (domains, zone_label, max_series)
+        now = self._monotonic()
+        with self._lock:
+            report = self._report
+            if report is not None and self._key == key and now - self._at < self._max_age:
+                return report
+        report = derive_spread(
+            workloads,
+            replicasets,
+            pods,
+            nodes,
+            zone_label=zone_label,
+            max_series=max_series,
+            domains=domains,
+        )
+        with self._lock:
+            if now >= self._at:
+                self._key, self._report, self._at = key, report, now
+            self.derivations += 1
+        return report

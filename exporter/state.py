@@ -14,11 +14,14 @@ derivation's walk over every pod is most of it, NotReady nodes add a walk over t
 pods), far more than a scrape may hold the event loop that also applies informer
 events and answers health probes. So the exporter's collector renders in a worker
 thread: while it is being scraped, a refresher task takes a snapshot on the event loop
-every ``cache_seconds`` (1 s) and hands it to a thread, and ``collect()`` only returns
-the last families (microseconds on the loop). The families served are at most
-``cache_seconds`` plus two render times old; the first scrape, and the first after 5
-minutes without one, renders synchronously rather than serve older families (see
-:class:`StateCollector`). The thread still takes the GIL in slices, so the loop sees
+and hands it to a thread, and ``collect()`` only returns the last families
+(microseconds on the loop). The refresher renders once per scrape, timed to finish
+just before the next scrape is due (it learns the interval from the scrapes it sees),
+and never more often than every ``cache_seconds`` (10 s in the exporter): the CPU of
+renders follows the scrapes, not a clock, and the families a scrape gets are about one
+render time old. The first scrape, and the first after 5 minutes without one, renders
+synchronously rather than serve older families (see :class:`StateCollector`). The
+thread still takes the GIL in slices, so the loop sees
 delays of a few switch intervals during a render rather than one 200 ms stall. Several
 Prometheus servers, a federation and someone's curl scraping at once share the same
 families. Families are plain lists of samples, never changed once built, so sharing
@@ -46,7 +49,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -62,7 +65,12 @@ from kubeballast.exporter.catalog import ExporterContext
 from kubeballast.exporter.clusterstate import ClusterSnapshot, shared_cluster_state
 from kubeballast.exporter.contract import MetricsCollector, MetricSpec
 from kubeballast.exporter.heartbeat import derive_heartbeats
-from kubeballast.exporter.spread import RISK_CLASSES, derive_spread
+from kubeballast.exporter.spread import (
+    RISK_CLASSES,
+    SPREAD_MAX_AGE_SECONDS,
+    SpreadCache,
+    derive_spread,
+)
 from kubeballast.exporter.zones import ZONE_STATES, ZoneRules, derive_zones
 
 __all__ = ["CACHE_SECONDS", "SPECS", "StateCollector", "build_state", "render_state"]
@@ -71,11 +79,18 @@ log = logging.getLogger(__name__)
 
 CACHE_SECONDS: Final = 1.0
 BACKGROUND_REFRESH_SECONDS: Final = 10.0
-"""How often the exporter's background refresher renders while scraped. A render costs
-150-300 ms of CPU at the seed's scale, so rendering every second would cost 15-30 % of
-a core; every 10 s costs 1.5-3 %, within the issue's 5 % steady-state budget beside the
-caches, and bounds the age of served families to ~10 s: a node whose lease crossed the
-grace period is shown stale within ~11 s, under the 15 s the product promises."""
+"""The most often the exporter's background refresher renders while scraped. A render
+costs 150-300 ms of CPU at the seed's scale, so rendering every second would cost
+15-30 % of a core. The refresher renders once per scrape, just before it is due; with
+scrapes closer than this (or before it has seen two), every 10 s, which bounds the age
+of served families to ~10 s: a node whose lease crossed the grace period is shown
+stale within ~11 s, under the 15 s the product promises."""
+SCRAPE_BURST_SECONDS: Final = 0.5
+"""Scrapes closer together than this are one demand (the two Prometheus servers of an
+HA pair scraping at the same moment): the scrape interval is measured between bursts."""
+RENDER_MARGIN_SECONDS: Final = 1.0
+"""A render is started this long plus twice the last render's duration before the next
+scrape is expected (at most a tenth of the scrape interval)."""
 IDLE_SECONDS: Final = 300.0
 """The background refresher stops this long after the last scrape (Prometheus scrapes
 every 15 s to 2 min; an idle exporter should not render every second for nobody)."""
@@ -372,6 +387,31 @@ SPECS: Final[tuple[MetricSpec, ...]] = (
         "Allocatable memory summed over the pool's nodes.",
         ("pool",),
     ),
+    MetricSpec(
+        "kubeballast_pool_requested_cpu_cores",
+        "gauge",
+        "CPU requested by the pods holding the pool's nodes (regular containers).",
+        ("pool",),
+    ),
+    MetricSpec(
+        "kubeballast_pool_requested_memory_bytes",
+        "gauge",
+        "Memory requested by the pods holding the pool's nodes (regular containers).",
+        ("pool",),
+    ),
+    MetricSpec(
+        "kubeballast_pool_free_cpu_cores",
+        "gauge",
+        "Allocatable less requested CPU, per node and never below 0, summed over the pool: "
+        "what the scheduler can still place there.",
+        ("pool",),
+    ),
+    MetricSpec(
+        "kubeballast_pool_free_memory_bytes",
+        "gauge",
+        "Allocatable less requested memory, per node and never below 0, summed over the pool.",
+        ("pool",),
+    ),
     # extended resources
     MetricSpec(
         "kubeballast_extended_resource_capacity",
@@ -506,8 +546,16 @@ class _Families:
         return [self._made[s.name] for s in SPECS if s.name in self._made]
 
 
-def render_state(snapshot: ClusterSnapshot, config: ClusterStateConfig, now: float) -> list[Metric]:
-    """Every cluster-state family for ``snapshot`` at ``now`` (pure: no clock, no I/O)."""
+def render_state(
+    snapshot: ClusterSnapshot,
+    config: ClusterStateConfig,
+    now: float,
+    *,
+    spread_cache: SpreadCache | None = None,
+) -> list[Metric]:
+    """Every cluster-state family for ``snapshot`` at ``now`` (pure: no clock, no I/O;
+    with a ``spread_cache``, the zone-spread families may come from an earlier snapshot
+    of the cache's age)."""
     out = _Families()
     out.gauge("kubeballast_cluster_state_synced", float(snapshot.synced))
     if not snapshot.synced:
@@ -591,7 +639,12 @@ def render_state(snapshot: ClusterSnapshot, config: ClusterStateConfig, now: flo
         out.gauge("kubeballast_control_plane_undersized", float(sizing.undersized))
 
     if config.pool_labels:
-        for pool in derive_pools(nodes.values(), snapshot.pods_by_node, config.pool_labels):
+        for pool in derive_pools(
+            nodes.values(),
+            snapshot.pods_by_node,
+            config.pool_labels,
+            requests_by_node=snapshot.requests_by_node,
+        ):
             out.gauge("kubeballast_pool_nodes", pool.nodes, pool.pool)
             out.gauge("kubeballast_pool_schedulable_nodes", pool.schedulable_nodes, pool.pool)
             out.gauge("kubeballast_pool_pods", pool.pods, pool.pool)
@@ -604,6 +657,12 @@ def render_state(snapshot: ClusterSnapshot, config: ClusterStateConfig, now: flo
                 pool.memory_allocatable_bytes,
                 pool.pool,
             )
+            out.gauge("kubeballast_pool_requested_cpu_cores", pool.cpu_requested_cores, pool.pool)
+            out.gauge(
+                "kubeballast_pool_requested_memory_bytes", pool.memory_requested_bytes, pool.pool
+            )
+            out.gauge("kubeballast_pool_free_cpu_cores", pool.cpu_free_cores, pool.pool)
+            out.gauge("kubeballast_pool_free_memory_bytes", pool.memory_free_bytes, pool.pool)
 
     extended = derive_extended_resources(
         nodes.values(), snapshot.extended_requests_by_node, config.zone_label
@@ -617,7 +676,7 @@ def render_state(snapshot: ClusterSnapshot, config: ClusterStateConfig, now: flo
     for resource, amount in extended.pending_requests.items():
         out.gauge("kubeballast_extended_resource_pending_requests", amount, resource)
 
-    spread = derive_spread(
+    spread = (derive_spread if spread_cache is None else spread_cache.derive)(
         snapshot.workloads.values(),
         snapshot.replicasets,
         snapshot.pods,
@@ -658,12 +717,25 @@ class StateCollector:
     With ``background`` (what the exporter uses), a scrape on the event loop does not
     render: the first scrape renders once, synchronously, and starts a refresher task
     that, while scrapes keep coming (within ``idle_seconds``), takes a snapshot on the
-    loop every ``cache_seconds`` and renders it in a worker thread; ``collect()`` only
-    returns the last families. Staleness bound: the families served were derived from
-    a snapshot taken at most ``cache_seconds`` plus two render times ago (about 1.5 s at
-    the seed's scale); families older than ``stale_limit_seconds`` (the refresher idle
-    or behind) are never served, the scrape renders them itself instead. The price is
-    CPU: one render per ``cache_seconds`` while scraped, whatever the scrape interval.
+    loop and renders it in a worker thread; ``collect()`` only returns the last
+    families. When the refresher renders:
+
+    - ``follow_scrapes`` (the default): once it has seen two scrapes, it renders only
+      after a scrape has read the last families (a render nobody reads is not made:
+      when the scrapes stop, so do the renders), timed to finish just before the next
+      scrape is expected (the last scrape plus the interval between the last two,
+      minus twice the last render's duration and a margin), and never sooner than
+      ``cache_seconds`` after the previous render. One render per scrape for a scrape
+      interval of ``cache_seconds`` or more, each served about one render time old;
+      for shorter intervals, one render per ``cache_seconds``.
+    - otherwise, and until two scrapes have shown the interval: every ``cache_seconds``.
+
+    Families older than ``stale_limit_seconds`` (the refresher idle, behind, or the
+    scrape much earlier than expected) are never served: the scrape renders them itself
+    instead.
+
+    With ``spread_max_age_seconds``, the zone-spread derivation (most of a render's
+    CPU) goes through a :class:`~kubeballast.exporter.spread.SpreadCache` of that age.
 
     Without a running event loop (a registry read from a thread, tests), ``collect()``
     renders when the cache has expired, as without ``background``.
@@ -680,6 +752,9 @@ class StateCollector:
         background: bool = False,
         idle_seconds: float = IDLE_SECONDS,
         stale_limit_seconds: float = STALE_LIMIT_SECONDS,
+        follow_scrapes: bool = True,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        spread_max_age_seconds: float = 0.0,
     ) -> None:
         self._snapshot = snapshot
         self._config = config
@@ -689,9 +764,24 @@ class StateCollector:
         self._background = background
         self._idle_seconds = idle_seconds
         self._stale_limit = max(stale_limit_seconds, cache_seconds)
+        self._follow_scrapes = follow_scrapes
+        self._spread = (
+            SpreadCache(spread_max_age_seconds, monotonic=monotonic)
+            if spread_max_age_seconds > 0
+            else None
+        )
+        self._sleep = sleep
         self._cached: list[Metric] | None = None
         self._cached_at = 0.0
-        self._demanded_at = 0.0
+        self._served = False
+        """Whether a scrape has read the cached families since they were rendered."""
+        self._demanded_at: float | None = None
+        """The last scrape (for idleness)."""
+        self._burst_at: float | None = None
+        """The first scrape of the last burst (for the interval)."""
+        self._scrape_gap: float | None = None
+        """Seconds between the last two bursts of scrapes: the expected interval."""
+        self._render_seconds = 0.0
         self._refresher: asyncio.Task[None] | None = None
         # collect() runs on the event loop in the exporter; the lock only matters for a
         # registry read from threads (generate_latest in a worker), where two renders
@@ -707,13 +797,14 @@ class StateCollector:
 
     def _render(self, snapshot: ClusterSnapshot, now: float, started: float) -> list[Metric]:
         cpu = time.thread_time()
-        families = render_state(snapshot, self._config, now)
+        families = render_state(snapshot, self._config, now, spread_cache=self._spread)
         duration = GaugeMetricFamily(
             "kubeballast_cluster_state_render_duration_seconds",
             _SPEC["kubeballast_cluster_state_render_duration_seconds"].help,
             value=max(0.0, self._monotonic() - started),
         )
         families.insert(1, duration)
+        self._render_seconds = duration.samples[0].value
         self.render_cpu_seconds.append(time.thread_time() - cpu)
         return families
 
@@ -725,29 +816,62 @@ class StateCollector:
         with self._lock:
             started = self._monotonic()
             cached = self._cached
-            if cached is not None and started - self._cached_at < self._cache_seconds:
-                return cached
             loop = _running_loop() if self._background else None
-            if loop is not None:
-                self._demanded_at = started
+            if loop is None:
+                if cached is not None and started - self._cached_at < self._cache_seconds:
+                    return cached
+            else:
+                self._note_scrape(started)
                 if self._refresher is None:
                     self._refresher = loop.create_task(
                         self._refresh(), name="state-render-refresher"
                     )
                 if cached is not None and started - self._cached_at < self._stale_limit:
+                    self._served = True
                     return cached
             families = self._render(self._snapshot(), self._clock(), started)
             self._store(families, started)
+            self._served = True
             return families
 
+    def _note_scrape(self, at: float) -> None:
+        last = self._demanded_at
+        if last is None or at - last >= SCRAPE_BURST_SECONDS:
+            if self._burst_at is not None:
+                self._scrape_gap = at - self._burst_at
+            self._burst_at = at
+        self._demanded_at = at
+
+    def next_render_at(self) -> float | None:
+        """When the refresher should render next (monotonic seconds), or None: not
+        before a scrape has read the last families."""
+        earliest = self._cached_at + self._cache_seconds
+        gap, burst = self._scrape_gap, self._burst_at
+        if not self._follow_scrapes or gap is None or burst is None:
+            return earliest
+        if not self._served:
+            return None
+        lead = 2 * self._render_seconds + min(RENDER_MARGIN_SECONDS, gap / 10)
+        return max(earliest, burst + gap - lead)
+
     async def _refresh(self) -> None:
-        """Render every ``cache_seconds`` in a worker thread while scrapes keep coming."""
+        """Render in a worker thread when :meth:`next_render_at` says, while scrapes
+        keep coming."""
         try:
             while True:
-                await asyncio.sleep(self._cache_seconds)
+                due = self.next_render_at()
+                now = self._monotonic()
+                # Awake at least every cache_seconds: a scrape may move the due time
+                # earlier, and idleness is noticed there.
+                wait = self._cache_seconds if due is None else max(0.0, due - now)
+                await self._sleep(min(wait, self._cache_seconds))
                 started = self._monotonic()
-                if started - self._demanded_at >= self._idle_seconds:
+                demanded = self._demanded_at
+                if demanded is None or started - demanded >= self._idle_seconds:
                     return
+                due = self.next_render_at()
+                if due is None or started < due:
+                    continue
                 # The snapshot is taken here, on the loop, where the caches change; the
                 # snapshot is immutable, so the worker can read it at leisure.
                 snapshot, now = self._snapshot(), self._clock()
@@ -755,6 +879,7 @@ class StateCollector:
                 with self._lock:
                     if started >= self._cached_at:
                         self._store(families, started)
+                        self._served = False
         except Exception:
             # Scrapes fall back to rendering themselves once the families are too old.
             log.exception("the cluster-state refresher failed")
@@ -779,14 +904,17 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 def exporter_collector(
     snapshot: Callable[[], ClusterSnapshot], config: ClusterStateConfig
 ) -> StateCollector:
-    """The collector as the exporter runs it: rendered in the background every
-    ``BACKGROUND_REFRESH_SECONDS`` while scraped, never served older than twice that."""
+    """The collector as the exporter runs it: rendered in the background once per
+    scrape, just before it is due, at most every ``BACKGROUND_REFRESH_SECONDS``,
+    never served older than twice that; zone spread derived at most every
+    ``SPREAD_MAX_AGE_SECONDS`` while the schedulable zones stay the same."""
     return StateCollector(
         snapshot,
         config,
         background=True,
         cache_seconds=BACKGROUND_REFRESH_SECONDS,
         stale_limit_seconds=2 * BACKGROUND_REFRESH_SECONDS,
+        spread_max_age_seconds=SPREAD_MAX_AGE_SECONDS,
     )
 
 

@@ -41,6 +41,7 @@ from kubeballast.core.config import (
 from kubeballast.core.errors import KubeBallastError
 from kubeballast.core.logging import setup_logging
 from kubeballast.core.runtime import run_until_signalled
+from kubeballast.selfcheck import command as selfcheck_command
 from kubeballast.simulator.settings import (
     NodeLifecycleSettings,
     ScenarioSettings,
@@ -139,6 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_options(etcd, in_subcommand=True)
     etcdcli.add_arguments(etcd)
     etcd.set_defaults(handler=etcdcli.run)
+
+    selfcheck = commands.add_parser(
+        "selfcheck",
+        help="check the cluster against the stability checklist (read-only)",
+        description="Run the seed's stability checklist against the cluster: PASS / WARN /"
+        " FAIL / SKIP per check, with evidence and fixes. Exit 0, 1 (a WARN with --strict)"
+        " or 2 (a FAIL).",
+    )
+    _add_global_options(selfcheck, in_subcommand=True)
+    selfcheck_command.add_arguments(selfcheck)
+    selfcheck.set_defaults(handler=selfcheck_command.run)
 
     exporter = commands.add_parser(
         "exporter",

@@ -1,7 +1,8 @@
 """`kube-ballast simctl`: drive a running simulator's control API from the shell.
 
 The simulator's faults (congestion, 5xx bursts, watch disconnects, stopped kubelets,
-zone partitions), its clock, compaction and components are changed at run time
+zone partitions), its clock, compaction, components and authorization (RBAC on or off,
+service-account tokens, the record of who used which permission) are changed at run time
 through ``/_sim/`` on the simulated apiserver. This is the command-line side of that
 API, for demos and for trying the product by hand: it reads the server URL and the
 admin token from the kubeconfig the simulator wrote, sends one request and prints the
@@ -70,6 +71,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     state = component.add_mutually_exclusive_group(required=True)
     state.add_argument("--kill", action="store_true")
     state.add_argument("--revive", action="store_true")
+    token = actions.add_parser(
+        "token", help="mint a bearer token for a service account (prints token and user)"
+    )
+    token.add_argument("service_account", type=_service_account, metavar="NAMESPACE/NAME")
+    authz = actions.add_parser(
+        "authz", help="switch authorization (AlwaysAllow or RBAC) or reset the usage record"
+    )
+    authz.add_argument("--mode", choices=("AlwaysAllow", "RBAC"), default=None)
+    authz.add_argument("--reset-usage", action="store_true")
+    actions.add_parser(
+        "authz-usage", help="print what each user was allowed (by which rule) and denied"
+    )
+
+
+def _service_account(text: str) -> tuple[str, str]:
+    namespace, sep, name = text.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"expected NAMESPACE/NAME, got {text!r}")
+    return namespace, name
 
 
 def request_for(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
@@ -108,6 +128,18 @@ def request_for(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | No
         return "POST", "/_sim/clock/advance", {"seconds": args.seconds}
     if action == "component":
         return "POST", "/_sim/components", {"name": args.name, "alive": bool(args.revive)}
+    if action == "token":
+        namespace, name = args.service_account
+        return "POST", "/_sim/tokens", {"namespace": namespace, "serviceAccount": name}
+    if action == "authz":
+        authz: dict[str, Any] = {}
+        if args.mode is not None:
+            authz["mode"] = args.mode
+        if args.reset_usage:
+            authz["resetUsage"] = True
+        return "POST", "/_sim/authz", authz
+    if action == "authz-usage":
+        return "GET", "/_sim/authz/usage", None
     raise ConfigError(f"simctl: unknown action {action!r}")
 
 

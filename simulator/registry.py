@@ -17,7 +17,9 @@ registry/store.go``):
   deletionGracePeriodSeconds; its kubelet finishes the deletion with grace 0), and
   the body the real handler answers (the object for pods, a Status for most others);
 - admission: every mutation passes the ValidatingAdmissionPolicies stored in the
-  cluster before anything is written; dry-run runs admission and writes nothing.
+  cluster before anything is written; dry-run runs admission and writes nothing;
+- RBAC objects are validated as pkg/apis/rbac/validation does (422 naming the field),
+  since the authorizer (:mod:`.rbac`) trusts what is stored.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from . import errors
+from . import errors, rbac
 from .admission import Admission, AdmissionRequest, UserInfo
 from .clock import SimClock
 from .patch import apply_patch
-from .resources import NAMESPACES, PODS, ResourceType
+from .resources import NAMESPACES, PODS, RBAC, ResourceType
 from .selectors import FieldSelector, LabelSelector
 from .store import Entry, Store, decode, encode
 
@@ -165,6 +167,16 @@ class Registry:
                 ],
             )
 
+    @staticmethod
+    def _validate_rbac(
+        rt: ResourceType, name: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None
+    ) -> None:
+        # RBAC objects are what the authorizer reads: invalid ones never get stored
+        # (pkg/apis/rbac/validation), so the authorizer can trust what it finds.
+        causes = rbac.validate_object(rt, obj, old)
+        if causes:
+            raise errors.invalid(rt.kind, rt.group, name, causes)
+
     def _apply_pod_defaults(self, pod: dict[str, Any]) -> None:
         spec = pod.setdefault("spec", {})
         tolerations = spec.setdefault("tolerations", [])
@@ -220,6 +232,8 @@ class Registry:
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         name = meta.get("name", "")
         self._validate_name(rt, name)
+        if rt.group == RBAC:
+            self._validate_rbac(rt, name, obj, None)
         self._check_namespace(rt, namespace, "CREATE")
         if self.store.get(rt, namespace, name) is not None:
             raise errors.already_exists(rt.plural, rt.group, name)
@@ -398,6 +412,8 @@ class Registry:
                 meta["generation"] = int(old_meta.get("generation", 1)) + 1
             if rt is PODS:
                 self._check_pod_update(old, obj, name)
+            elif rt.group == RBAC:
+                self._validate_rbac(rt, name, obj, old)
         meta = obj["metadata"]
         meta["resourceVersion"] = old_meta.get("resourceVersion")
         self.warnings = self._admit(

@@ -81,6 +81,7 @@ APPS = "apps"
 COORDINATION = "coordination.k8s.io"
 ADMISSION = "admissionregistration.k8s.io"
 FLOWCONTROL = "flowcontrol.apiserver.k8s.io"
+RBAC = "rbac.authorization.k8s.io"
 
 RESOURCES: tuple[ResourceType, ...] = (
     ResourceType(
@@ -203,9 +204,6 @@ RESOURCES: tuple[ResourceType, ...] = (
         FLOWCONTROL, "v1", "flowschemas", "FlowSchema", namespaced=False, status_subresource=True
     ),
     ResourceType(
-        CORE, "v1", "serviceaccounts", "ServiceAccount", namespaced=True, short_names=("sa",)
-    ),
-    ResourceType(
         FLOWCONTROL,
         "v1",
         "prioritylevelconfigurations",
@@ -213,6 +211,13 @@ RESOURCES: tuple[ResourceType, ...] = (
         namespaced=False,
         status_subresource=True,
     ),
+    ResourceType(
+        CORE, "v1", "serviceaccounts", "ServiceAccount", namespaced=True, short_names=("sa",)
+    ),
+    ResourceType(RBAC, "v1", "clusterroles", "ClusterRole", namespaced=False),
+    ResourceType(RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
+    ResourceType(RBAC, "v1", "roles", "Role", namespaced=True),
+    ResourceType(RBAC, "v1", "rolebindings", "RoleBinding", namespaced=True),
 )
 
 BY_KEY: dict[tuple[str, str], ResourceType] = {rt.key: rt for rt in RESOURCES}

@@ -9,10 +9,10 @@ pagination, watches, compaction), selectors, admission, faults, APF classificati
 metrics. This module parses requests the way the apiserver's filters do and renders
 answers the way its handlers do, so the wire format is the real one:
 
-- request info, authentication and the priority-and-fairness gate run in one middleware,
-  in the order of the real filter chain (staging/src/k8s.io/apiserver/pkg/server/
-  config.go DefaultBuildHandlerChain): WithRequestInfo, WithAuthentication,
-  WithPriorityAndFairness, then the handler. The per-request state is one
+- request info, authentication, the priority-and-fairness gate and authorization run in
+  one middleware, in the order of the real filter chain (staging/src/k8s.io/apiserver/
+  pkg/server/config.go DefaultBuildHandlerChain): WithRequestInfo, WithAuthentication,
+  WithPriorityAndFairness, WithAuthorization, then the handler. The per-request state is one
   :class:`RequestContext`; faults, APF and metrics plug in at :meth:`ApiServer._gate`
   and :meth:`ApiServer._record`, and nowhere else;
 - every failure is an :class:`~.errors.ApiError` rendered as a ``metav1.Status`` body with
@@ -22,15 +22,18 @@ answers the way its handlers do, so the wire format is the real one:
 - WATCH is a chunked stream of one JSON event per line, as handlers/watch.go serves it,
   with bookmarks, ``sendInitialEvents`` and the 410 ``ERROR`` event of the watch cache.
 
-What it deliberately does not do: TLS (loopback only, the kubeconfig says ``http://``),
-protobuf (JSON is always answered; every client accepts it), and authorization. Every
-authenticated user may do everything, as with ``--authorization-mode=AlwaysAllow``; the
-product needs the simulator to be a cluster under load, not an RBAC test bed. Bearer
-tokens map to users (the built-in admin, plus ``ScenarioSettings.users``), with the
-groups the real authenticators would attach.
+What it deliberately does not do: TLS (loopback only, the kubeconfig says ``http://``)
+and protobuf (JSON is always answered; every client accepts it). Bearer tokens map to
+users (the built-in admin, ``ScenarioSettings.users``, and service-account tokens minted
+through ``/_sim/tokens``), with the groups the real authenticators would attach.
+Authorization is ``AlwaysAllow`` by default (every authenticated user may do
+everything: the product mostly needs a cluster under load); ``authorization="RBAC"``
+decides from the stored roles and bindings (:mod:`.rbac`) and records who used which
+rule, so the product's shipped RBAC can be proven in tests.
 
 Outside the Kubernetes API, ``/_sim/`` is the control API tests and the CLI use to
-compact history, inject faults, move the simulated clock and fail health checks; it
+compact history, inject faults, move the simulated clock, fail health checks, mint
+service-account tokens and switch or read authorization; it
 needs the admin token and bypasses faults and metrics, so a 100 % error burst can still
 be cleared.
 """
@@ -44,6 +47,7 @@ import datetime
 import logging
 import math
 import random
+import re
 import secrets
 import time
 import uuid
@@ -57,7 +61,7 @@ import yaml
 from aiohttp import web
 from multidict import MultiMapping
 
-from . import apf, errors, scenario
+from . import apf, errors, rbac, scenario
 from .admission import Admission, AdmissionDeniedError, UserInfo
 from .clock import SimClock
 from .components import Component
@@ -67,7 +71,7 @@ from .kubeconfig import write_kubeconfig
 from .kubelet import Kubelets
 from .metrics import ApiserverMetrics, ComponentName
 from .nodelifecycle import CONTROLLER_MANAGER, NODE_CONTROLLER, NodeLifecycleController
-from .registry import Registry
+from .registry import Registry, format_time
 from .resources import (
     BY_KEY,
     FLOWCONTROL,
@@ -133,6 +137,7 @@ INITIAL_EVENTS_END_ANNOTATION: Final = "k8s.io/initial-events-end"
 """metav1.InitialEventsAnnotationKey, on the bookmark that ends a watch list's initial
 events."""
 
+_DNS1123_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MUTATING_VERBS: Final = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 _JSON: Final = "application/json"
 _PATCH_TYPES: Final = frozenset(
@@ -325,6 +330,12 @@ class TokenAuthenticator:
         self.admin_token = admin_token
         self._users = {token: user_for(name) for token, name in users.items()}
         self._users[admin_token] = user_for(ADMIN_USER)
+
+    def add(self, token: str, username: str) -> None:
+        """Accept one more token (a minted service-account token)."""
+        if token in self._users:
+            raise ValueError("token already in use")
+        self._users[token] = user_for(username)
 
     def authenticate(self, authorization: str | None) -> UserInfo | None:
         """The user of an ``Authorization`` header value, or None if it names nobody."""
@@ -817,6 +828,7 @@ class ApiServer:
         metrics: ApiserverMetrics | None = None,
         admin_token: str | None = None,
         rng: random.Random | None = None,
+        authorization: str = rbac.ALWAYS_ALLOW,
     ) -> None:
         self.settings = settings
         self.store = store if store is not None else Store()
@@ -846,6 +858,11 @@ class ApiServer:
         )
         """(group, plural) of the resources this cluster does not serve."""
         self.authenticator = TokenAuthenticator(self.admin_token, settings.scenario.users)
+        self.authorizer = rbac.RbacAuthorizer(_StorePolicySource(self.store))
+        self.access_log = rbac.AccessLog()
+        """Per user, what was allowed by which rule and what was denied (RBAC mode)."""
+        self.authorization_mode = rbac.ALWAYS_ALLOW
+        self.set_authorization_mode(authorization)
 
         self.bookmark_interval = 60.0
         """Real seconds between BOOKMARK events on watches that allow them (the watch
@@ -1001,6 +1018,9 @@ class ApiServer:
         r.add_post("/_sim/clock/advance", self._sim_clock_advance)
         r.add_post("/_sim/readyz", self._sim_readyz)
         r.add_post("/_sim/components", self._sim_components)
+        r.add_post("/_sim/tokens", self._sim_tokens)
+        r.add_get("/_sim/authz/usage", self._sim_authz_usage)
+        r.add_post("/_sim/authz", self._sim_authz)
         r.add_route("*", "/api/{tail:.*}", self._resource)
         r.add_route("*", "/apis/{tail:.*}", self._resource)
 
@@ -1029,6 +1049,7 @@ class ApiServer:
         try:
             try:
                 await self._gate(ctx)
+                self._authorize(ctx, request)
                 response = await handler(request)
             except ApiError as err:
                 response = status_response(err)
@@ -1122,6 +1143,62 @@ class ApiServer:
             else:
                 self.metrics.request_started(info.verb, info.mutating)
             ctx.inflight = True
+
+    def _authorize(self, ctx: RequestContext, request: web.Request) -> None:
+        """WithAuthorization, which runs after priority and fairness in the real chain:
+        in RBAC mode a request no rule allows is answered 403 (and still counted in
+        the request metrics, with its code)."""
+        if self.authorization_mode != rbac.RBAC_MODE:
+            return
+        info, user = ctx.info, ctx.user
+        name = info.name
+        if not name and info.verb in ("list", "watch"):
+            name = rbac.name_from_field_selector(request.query.get("fieldSelector", ""))
+        attrs = rbac.Attributes(
+            username=user.username,
+            groups=user.groups,
+            verb=info.verb,
+            is_resource_request=info.is_resource_request,
+            path=info.path,
+            api_group=info.api_group,
+            api_version=info.api_version,
+            resource=info.resource,
+            subresource=info.subresource,
+            namespace=info.namespace,
+            name=name,
+        )
+        decision = self.authorizer.authorize(attrs)
+        if apf.SYSTEM_PRIVILEGED_GROUP not in user.groups:
+            self.access_log.record(attrs, decision)
+        if not decision.allowed:
+            raise rbac.forbidden_error(attrs, decision.reason)
+
+    def set_authorization_mode(self, mode: str) -> None:
+        """Switch between AlwaysAllow and RBAC; RBAC adds the bootstrap roles and
+        bindings that are missing (system:discovery, system:public-info-viewer ...)."""
+        if mode not in rbac.AUTHORIZATION_MODES:
+            raise ValueError(
+                f"authorization mode must be one of {', '.join(rbac.AUTHORIZATION_MODES)}, "
+                f"got {mode!r}"
+            )
+        if mode == rbac.RBAC_MODE:
+            stamp = format_time(self.clock)
+            for rt, obj in rbac.bootstrap_objects():
+                if self.store.get(rt, "", obj["metadata"]["name"]) is None:
+                    obj["metadata"]["uid"] = str(uuid.uuid4())
+                    obj["metadata"]["creationTimestamp"] = stamp
+                    self.store.create(rt, obj)
+        self.authorization_mode = mode
+
+    def mint_service_account_token(self, namespace: str, name: str) -> str:
+        """A bearer token for ``system:serviceaccount:<namespace>:<name>`` (with the
+        service-account groups), as a TokenRequest would give one."""
+        for field_name, value in (("namespace", namespace), ("name", name)):
+            if not _DNS1123_LABEL.match(value) or len(value) > 63:
+                raise ValueError(f"{field_name}: {value!r} is not a valid RFC 1123 label")
+        token = secrets.token_urlsafe(32)
+        self.authenticator.add(token, rbac.service_account_username(namespace, name))
+        return token
 
     def _record(self, ctx: RequestContext) -> None:
         """Account for a finished request (MonitorRequest): counts, latency, inflight."""
@@ -1654,6 +1731,7 @@ class ApiServer:
             },
             "clock": {"now": self.clock.now().isoformat(), "factor": self.clock.factor},
             "faults": self.faults.describe(),
+            "authorization": self.authorization_mode,
             "failingHealthChecks": sorted(self.health_failures),
             "components": {
                 name: {"url": c.url, "alive": c.alive, "leader": c.is_leader}
@@ -1685,6 +1763,39 @@ class ApiServer:
         else:
             await component.kill()
         return json_response({"name": name, "alive": component.alive, "url": component.url})
+
+    async def _sim_tokens(self, request: web.Request) -> web.Response:
+        """Mint a service-account token: {"namespace": "ns", "serviceAccount": "name"}."""
+        body = await self._sim_body(request)
+        namespace, name = body.get("namespace"), body.get("serviceAccount")
+        if not isinstance(namespace, str) or not isinstance(name, str):
+            raise errors.bad_request("namespace and serviceAccount: both must be strings")
+        try:
+            token = self.mint_service_account_token(namespace, name)
+        except ValueError as exc:
+            raise errors.bad_request(str(exc)) from None
+        return json_response(
+            {"token": token, "username": rbac.service_account_username(namespace, name)}
+        )
+
+    async def _sim_authz_usage(self, request: web.Request) -> web.Response:
+        """What each user was allowed (and by which rule) and denied, in RBAC mode."""
+        return json_response({"mode": self.authorization_mode, **self.access_log.usage()})
+
+    async def _sim_authz(self, request: web.Request) -> web.Response:
+        """{"mode": "RBAC" | "AlwaysAllow", "resetUsage": true}: both keys optional."""
+        body = await self._sim_body(request)
+        unknown = set(body) - {"mode", "resetUsage"}
+        if unknown:
+            raise errors.bad_request(f"unknown keys {sorted(unknown)}; known: mode, resetUsage")
+        if "mode" in body:
+            try:
+                self.set_authorization_mode(str(body["mode"]))
+            except ValueError as exc:
+                raise errors.bad_request(str(exc)) from None
+        if body.get("resetUsage"):
+            self.access_log.reset()
+        return json_response({"mode": self.authorization_mode})
 
     async def _sim_compact(self, request: web.Request) -> web.Response:
         revision = self.store.resource_version

@@ -210,9 +210,13 @@ def _pod(**changes: Any) -> dict[str, Any]:
                         "limits": {"example.com/dongle": "1"},
                     },
                 },
-                {"name": "b", "resources": {"requests": {"example.com/dongle": "2"}}},
+                {
+                    "name": "b",
+                    "resources": {"requests": {"example.com/dongle": "2", "memory": "64Mi"}},
+                },
                 {"name": "c"},
             ],
+            "initContainers": [{"name": "init", "resources": {"requests": {"cpu": "4"}}}],
             "tolerations": [
                 {"key": "k", "operator": "Equal", "value": "v", "effect": "NoSchedule"},
                 {"operator": "Exists"},
@@ -255,6 +259,9 @@ def test_state_pod_projection_keeps_what_the_derivations_need() -> None:
         extended_requests={"example.com/dongle": 3.0},
         terminating=False,
         labels={"app": "web"},
+        # Regular containers only: the init container's 4 CPUs are not counted.
+        cpu_request=1.0,
+        memory_request=64 * 1024 * 1024,
     )
 
 

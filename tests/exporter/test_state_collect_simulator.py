@@ -222,3 +222,47 @@ async def test_state_collect_a_few_dead_nodes(
     assert not result.master_disruption
     others: list[Any] = [z for z in result.zones if z.zone != "zone-a"]
     assert all(z.evictions_within_horizon == 0 and z.tainted_nodes == 0 for z in others)
+
+
+async def test_state_collect_pool_requests_match_the_pods(
+    server: ApiServer, state: ClusterState, eventually: Eventually
+) -> None:
+    """Requested and free CPU and memory per pool, against the pods the simulator holds."""
+    from kubeballast.exporter.projections import parse_quantity
+    from kubeballast.simulator.resources import NODES, PODS
+
+    pool_of = {
+        node["metadata"]["name"]: node["metadata"]
+        .get("labels", {})
+        .get("example.com/node-pool", "")
+        for node in (e.obj() for e in server.store.iter_current(NODES))
+    }
+    expected: dict[str, list[float]] = {}
+    for pod in (e.obj() for e in server.store.iter_current(PODS)):
+        node = pod["spec"].get("nodeName", "")
+        if not node or pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        totals = expected.setdefault(pool_of[node], [0.0, 0.0])
+        for container in pod["spec"]["containers"]:
+            requests = container.get("resources", {}).get("requests", {})
+            totals[0] += parse_quantity(requests.get("cpu", "0"))
+            totals[1] += parse_quantity(requests.get("memory", "0"))
+    assert any(cpu > 0 for cpu, _ in expected.values())
+
+    families = {
+        f.name: f for f in render_state(state.snapshot(), ClusterStateConfig(), server.clock.time())
+    }
+
+    def by_pool(name: str) -> dict[str, float]:
+        return {s.labels["pool"]: s.value for s in families[name].samples}
+
+    requested_cpu = by_pool("kubeballast_pool_requested_cpu_cores")
+    requested_memory = by_pool("kubeballast_pool_requested_memory_bytes")
+    for pool, (cpu, memory) in expected.items():
+        assert requested_cpu[pool] == pytest.approx(cpu)
+        assert requested_memory[pool] == pytest.approx(memory)
+    allocatable = by_pool("kubeballast_pool_allocatable_cpu_cores")
+    free = by_pool("kubeballast_pool_free_cpu_cores")
+    for pool in expected:
+        assert 0 <= free[pool] <= allocatable[pool]
+        assert free[pool] >= allocatable[pool] - requested_cpu[pool] - 1e-6

@@ -35,6 +35,20 @@ def _workload(name: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+_RBAC_RULE = {"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}
+
+
+def _rbac_binding(name: str, cluster: bool) -> dict[str, Any]:
+    return {
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole" if cluster else "Role",
+            "name": "some-role",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": "tester", "namespace": "team-a"}],
+    }
+
+
 @dataclass(frozen=True)
 class Kind:
     """How kubernetes-asyncio reaches one kind, and a valid object and status for it."""
@@ -250,6 +264,21 @@ KINDS: tuple[Kind, ...] = (
             }
         },
         {"conditions": [{"type": "ConcurrencyShared", "status": "True"}]},
+    ),
+    *(
+        Kind(
+            plural,
+            "rbac.authorization.k8s.io",
+            "RbacAuthorizationV1Api",
+            suffix,
+            body,
+        )
+        for plural, suffix, body in (
+            ("clusterroles", "cluster_role", lambda n: {"rules": [_RBAC_RULE]}),
+            ("roles", "role", lambda n: {"rules": [_RBAC_RULE]}),
+            ("clusterrolebindings", "cluster_role_binding", lambda n: _rbac_binding(n, True)),
+            ("rolebindings", "role_binding", lambda n: _rbac_binding(n, False)),
+        )
     ),
 )
 
