@@ -8,11 +8,13 @@ export VENV
 test:
 	./scripts/test
 
-## run: run kube-ballast on its embedded simulator (Ctrl-C stops it); clients use
-## the kubeconfig written to build/simulator.kubeconfig
-run: venv
-	mkdir -p build
-	$(VENV)/bin/kube-ballast simulate --kubeconfig build/simulator.kubeconfig
+## run: the demo (docs/demo.md): a simulated cluster, etcd, the exporter, the receiver,
+## Prometheus and Alertmanager on loopback (Ctrl-C stops them all); installs the Debian
+## packages it needs first when run as root. Incidents: kube-ballast demo scenario NAME
+run:
+	./scripts/debian-packages etcd-server etcd-client prometheus prometheus-alertmanager
+	./scripts/venv
+	$(VENV)/bin/kube-ballast demo
 
 ## check: ruff, ruff format --check, mypy, import-linter
 check: venv

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TextIO
 
-from kubeballast import __version__, etcdcli, evictionguardcli, remediationscli, simctl
+from kubeballast import __version__, demo, etcdcli, evictionguardcli, remediationscli, simctl
 from kubeballast.core.config import (
     Config,
     ConfigError,
@@ -197,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     evictionguardcli.add_arguments(guard)
     guard.set_defaults(handler=_cmd_eviction_guard)
 
+    demo_parser = commands.add_parser(
+        "demo",
+        help="run everything on loopback and show it handle incidents (make run)",
+        description="Start a simulated cluster, etcd, the exporter, the receiver, Prometheus"
+        " and Alertmanager on loopback; `demo scenario NAME` injects an incident.",
+    )
+    _add_global_options(demo_parser, in_subcommand=True)
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(handler=_cmd_demo)
+
     config = commands.add_parser(
         "config", help="check or document the configuration", description="Configuration tools."
     )
@@ -360,6 +370,10 @@ def _cmd_remediations(args: argparse.Namespace, config: Config) -> int:
 def _cmd_eviction_guard(args: argparse.Namespace, config: Config) -> int:
     _print(sys.stdout, json.dumps(evictionguardcli.run(args, config.receiver), indent=2))
     return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    return demo.run(args)
 
 
 def _cmd_config_check(args: argparse.Namespace, config: Config) -> int:

@@ -120,7 +120,7 @@ def test_the_console_script_is_installed() -> None:
             ["deploy"],
             "kube-ballast: usage: argument COMMAND: invalid choice: 'deploy'"
             " (choose from simulate, simctl, etcd, selfcheck, exporter, receiver, remediations,"
-            " eviction-guard, config)"
+            " eviction-guard, demo, config)"
             " (see 'kube-ballast --help')",
         ),
         (
