@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "evictionguard"))
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path[:0] = [str(TESTS / "evictionguard"), str(TESTS / "support")]
 
 from guard_pipeline import Intervals, pipeline
 from guard_support import eventually, guard_stack

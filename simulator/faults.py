@@ -69,6 +69,8 @@ class Congestion:
     shuffle sharding puts some kubelets' flows into the full queues for as long as the
     congestion lasts, so the same nodes starve (a random per-request draw would starve
     almost none for a whole grace period)."""
+    starved_nodes: frozenset[str] = frozenset()
+    """Nodes whose heartbeats are rejected every time, named (on top of the drawn ones)."""
 
     def __post_init__(self) -> None:
         if not self.latency_seconds >= 0.0 or math.isinf(self.latency_seconds):
@@ -108,6 +110,7 @@ class Congestion:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["priority_levels"] = sorted(self.priority_levels)
+        out["starved_nodes"] = sorted(self.starved_nodes)
         out["effective_lease_reject_fraction"] = self.effective_lease_reject_fraction
         return out
 
@@ -226,12 +229,13 @@ class FaultState:
 
     def set_congestion(self, c: Congestion | None) -> None:
         self._congestion = c
-        self._starved = frozenset()
+        self._starved = frozenset() if c is None else c.starved_nodes
         if c is not None and c.starved_node_fraction > 0 and self._zone_of:
             by_zone: dict[str, list[str]] = {}
             for node, zone in self._zone_of.items():
                 by_zone.setdefault(zone, []).append(node)
-            self._starved = pick_nodes(by_zone, by_zone, c.starved_node_fraction, self.rng)
+            drawn = pick_nodes(by_zone, by_zone, c.starved_node_fraction, self.rng)
+            self._starved = self._starved | drawn
 
     @property
     def starved_nodes(self) -> frozenset[str]:

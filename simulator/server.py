@@ -1833,8 +1833,9 @@ class ApiServer:
                 self.faults.set_congestion(None)
                 return
             fields = dict(spec)
-            if "priority_levels" in fields:
-                fields["priority_levels"] = frozenset(fields["priority_levels"])
+            for key in ("priority_levels", "starved_nodes"):
+                if key in fields:
+                    fields[key] = frozenset(fields[key])
             allowed = {f.name for f in dataclasses.fields(Congestion)}
             unknown = set(fields) - allowed
             if unknown:

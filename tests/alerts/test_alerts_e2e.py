@@ -35,13 +35,8 @@ are missing. Nothing sleeps to synchronise: every wait polls with a deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import re
-import signal
-import socket
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +45,15 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
+from loopback import (
+    catalog_on_simulated_clock,
+    free_port,
+    poll,
+    renew_lease_over_http,
+    require,
+    serve,
+)
+from loopback import process as run_process
 
 from kubeballast.core.config import (
     ExporterConfig,
@@ -58,15 +62,6 @@ from kubeballast.core.config import (
     TargetConfig,
 )
 from kubeballast.exporter.app import build_exporter
-from kubeballast.exporter.catalog import (
-    Catalog,
-    CollectorFactory,
-    ExporterContext,
-    default_catalog,
-)
-from kubeballast.exporter.clusterstate import shared_cluster_state
-from kubeballast.exporter.contract import MetricsCollector
-from kubeballast.exporter.state import BACKGROUND_REFRESH_SECONDS, StateCollector
 from kubeballast.simulator.faults import Congestion
 from kubeballast.simulator.kubeconfig import write_kubeconfig
 from kubeballast.simulator.server import ApiServer, attach_control_plane, build_server
@@ -84,7 +79,6 @@ STORM = "KubeNodeHeartbeatStorm"
 STORM_FOR = "5s"
 RECEIVER_TOKEN = "test-token-of-the-receiver"
 NODE_TOKEN = "token-node-0"
-NODE_LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-0000"
 NOT_READY_NODES = ("node-0001", "node-0002", "node-0004", "node-0005")
 BARRIER = "E2eDeliveryBarrier"
 DEADLINE_SECONDS = 60.0
@@ -93,30 +87,6 @@ two-core runner gets much longer before a wait gives up."""
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _poll(
-    check: Callable[[], Awaitable[Any]], what: str, within: float = DEADLINE_SECONDS
-) -> Any:
-    """Await ``check`` until it returns something truthy; fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    last_error: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = await check()
-        except (aiohttp.ClientError, OSError) as error:
-            result, last_error = None, error
-        if result:
-            return result
-        await asyncio.sleep(0.2)  # pacing between polls, not synchronisation
-    pytest.fail(f"{what} within {within:g} s (last error: {last_error!r})")
 
 
 def _shorten_storm_for(text: str) -> str:
@@ -177,79 +147,6 @@ def _alertmanager_config(webhook: Webhook, token_file: Path) -> dict[str, Any]:
     return config
 
 
-def _state_with_simulated_clock(server: ApiServer) -> CollectorFactory:
-    """The ``state`` area as build_state builds it, reading the simulator's clock."""
-
-    def build(context: ExporterContext) -> Sequence[MetricsCollector]:
-        state = shared_cluster_state(context)
-        collector = StateCollector(
-            state.snapshot,
-            context.config.state,
-            clock=server.clock.time,
-            background=True,
-            cache_seconds=BACKGROUND_REFRESH_SECONDS,
-            stale_limit_seconds=2 * BACKGROUND_REFRESH_SECONDS,
-        )
-        context.on_close(collector.aclose)
-        return [collector, state.collector()]
-
-    return build
-
-
-def _catalog(server: ApiServer) -> Catalog:
-    catalog = Catalog()
-    for name, factory in default_catalog():
-        catalog.register(name, _state_with_simulated_clock(server) if name == "state" else factory)
-    return catalog
-
-
-def _print_log(path: Path) -> None:
-    print(path.read_text(errors="replace"))
-
-
-def _require(binary: Path, package: str) -> None:
-    if not binary.exists():
-        pytest.fail(f"{binary} is missing: install {package} (`make test`)")
-
-
-@contextlib.asynccontextmanager
-async def _process(args: list[str], log_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A subprocess in its own process group, stopped by PID (the group killed if it
-    does not stop)."""
-    with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
-        if process.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):
-            _print_log(log_path)
-
-
-@contextlib.asynccontextmanager
-async def _serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
 # -- fixtures ----------------------------------------------------------------------------
 
 
@@ -263,7 +160,7 @@ async def webhook() -> AsyncIterator[Webhook]:
 
     app = web.Application()
     app.router.add_post("/{receiver}", receive)
-    async with _serve(app) as url:
+    async with serve(app) as url:
         recorded.url = url
         yield recorded
 
@@ -318,25 +215,27 @@ async def exporter(simulator: ApiServer, tmp_path: Path) -> AsyncIterator[str]:
             ),
         ),
     )
-    app = build_exporter(config, catalog=_catalog(simulator)).create_app()
-    async with _serve(app) as url, aiohttp.ClientSession() as session:
+    app = build_exporter(
+        config, catalog=catalog_on_simulated_clock(simulator.clock.time)
+    ).create_app()
+    async with serve(app) as url, aiohttp.ClientSession() as session:
 
         async def ready() -> bool:
             async with session.get(f"{url}/readyz") as response:
                 return response.status == 200
 
-        await _poll(ready, "the exporter did not become ready")
+        await poll(ready, "the exporter did not become ready", DEADLINE_SECONDS)
         yield url
 
 
 @pytest.fixture
 async def alertmanager(webhook: Webhook, tmp_path: Path) -> AsyncIterator[str]:
-    _require(ALERTMANAGER, "prometheus-alertmanager")
+    require(ALERTMANAGER, "prometheus-alertmanager")
     token_file = tmp_path / "receiver-token"
     token_file.write_text(RECEIVER_TOKEN + "\n")
     config_file = tmp_path / "alertmanager.yml"
     config_file.write_text(yaml.safe_dump(_alertmanager_config(webhook, token_file)))
-    port = _free_port()
+    port = free_port()
     args = [
         str(ALERTMANAGER),
         f"--config.file={config_file}",
@@ -347,7 +246,7 @@ async def alertmanager(webhook: Webhook, tmp_path: Path) -> AsyncIterator[str]:
     ]
     url = f"http://127.0.0.1:{port}"
     async with (
-        _process(args, tmp_path / "alertmanager.log") as process,
+        run_process(args, tmp_path / "alertmanager.log") as process,
         aiohttp.ClientSession() as session,
     ):
 
@@ -356,13 +255,13 @@ async def alertmanager(webhook: Webhook, tmp_path: Path) -> AsyncIterator[str]:
             async with session.get(f"{url}/-/ready") as response:
                 return response.status == 200
 
-        await _poll(ready, "Alertmanager did not become ready")
+        await poll(ready, "Alertmanager did not become ready", DEADLINE_SECONDS)
         yield url
 
 
 @pytest.fixture
 async def prometheus(exporter: str, alertmanager: str, tmp_path: Path) -> AsyncIterator[str]:
-    _require(PROMETHEUS, "prometheus")
+    require(PROMETHEUS, "prometheus")
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(
         yaml.safe_dump(
@@ -388,7 +287,7 @@ async def prometheus(exporter: str, alertmanager: str, tmp_path: Path) -> AsyncI
             }
         )
     )
-    port = _free_port()
+    port = free_port()
     args = [
         str(PROMETHEUS),
         f"--config.file={config_file}",
@@ -399,7 +298,7 @@ async def prometheus(exporter: str, alertmanager: str, tmp_path: Path) -> AsyncI
     ]
     url = f"http://127.0.0.1:{port}"
     async with (
-        _process(args, tmp_path / "prometheus.log") as process,
+        run_process(args, tmp_path / "prometheus.log") as process,
         aiohttp.ClientSession() as session,
     ):
 
@@ -408,25 +307,11 @@ async def prometheus(exporter: str, alertmanager: str, tmp_path: Path) -> AsyncI
             async with session.get(f"{url}/-/ready") as response:
                 return response.status == 200
 
-        await _poll(ready, "Prometheus did not become ready")
+        await poll(ready, "Prometheus did not become ready", DEADLINE_SECONDS)
         yield url
 
 
 # -- the test ----------------------------------------------------------------------------
-
-
-async def _renew_node_lease(session: aiohttp.ClientSession, base: str, stop: asyncio.Event) -> None:
-    """node-0000's Lease renewed over HTTP (GET, PUT) until told to stop: under the
-    congestion the PUTs are answered 429 and counted on the apiserver's /metrics."""
-    headers = {"Authorization": f"Bearer {NODE_TOKEN}"}
-    while not stop.is_set():
-        with contextlib.suppress(aiohttp.ClientError):
-            async with session.get(f"{base}{NODE_LEASE}", headers=headers) as response:
-                lease = await response.json() if response.status == 200 else None
-            if lease is not None:
-                async with session.put(f"{base}{NODE_LEASE}", json=lease, headers=headers) as r:
-                    await r.read()
-        await asyncio.sleep(0.05)  # pacing: keeps a two-core machine responsive
 
 
 async def test_a_congestion_wave_is_one_storm_notification_and_mutes_the_nodes(
@@ -466,21 +351,23 @@ async def test_a_congestion_wave_is_one_storm_notification_and_mutes_the_nodes(
 
         seen: dict[str, Any] = {}
         try:
-            await _poll(healthy, "Prometheus did not see a healthy cluster")
+            await poll(healthy, "Prometheus did not see a healthy cluster", DEADLINE_SECONDS)
         finally:
             print("last seen before the congestion:", seen)
         assert not webhook.with_alert("oncall", STORM)
 
         # The congestion: every heartbeat rejected, the kubelets' and ours.
         stop = asyncio.Event()
-        renewals = asyncio.create_task(_renew_node_lease(session, simulator.url, stop))
+        renewals = asyncio.create_task(renew_lease_over_http(simulator.url, NODE_TOKEN, stop))
         simulator.faults.set_congestion(Congestion(reject_fraction=0.0, lease_reject_fraction=1.0))
         try:
 
             async def storm_in_alertmanager() -> list[dict[str, Any]]:
                 return [a for a in await am_alerts(STORM) if a["status"]["state"] == "active"]
 
-            (storm,) = await _poll(storm_in_alertmanager, f"{STORM} did not reach Alertmanager")
+            (storm,) = await poll(
+                storm_in_alertmanager, f"{STORM} did not reach Alertmanager", DEADLINE_SECONDS
+            )
             assert storm["labels"]["cluster"] == CLUSTER
 
             # Per-node symptoms of the same cluster arrive while the storm fires.
@@ -509,7 +396,11 @@ async def test_a_congestion_wave_is_one_storm_notification_and_mutes_the_nodes(
                 ]
                 return muted if len(muted) == len(NOT_READY_NODES) else []
 
-            await _poll(inhibited, "the KubeNodeNotReady alerts were not inhibited by the storm")
+            await poll(
+                inhibited,
+                "the KubeNodeNotReady alerts were not inhibited by the storm",
+                DEADLINE_SECONDS,
+            )
 
             # A barrier: an alert on the same route (group_wait 1 s), posted after the
             # NotReady alerts' group was created, so delivered after that group's first
@@ -530,7 +421,7 @@ async def test_a_congestion_wave_is_one_storm_notification_and_mutes_the_nodes(
                     and webhook.with_alert("kube-ballast", STORM)
                 )
 
-            await _poll(delivered, "the storm and the barrier were not delivered")
+            await poll(delivered, "the storm and the barrier were not delivered", DEADLINE_SECONDS)
         finally:
             stop.set()
             await renewals

@@ -28,12 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import os
-import signal
-import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -41,8 +38,16 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from aiohttp import web
 from dashboards_support import PanelQuery, queries, substitute
+from loopback import (
+    catalog_on_simulated_clock,
+    free_port,
+    poll,
+    renew_lease_over_http,
+    require,
+    serve,
+)
+from loopback import process as run_process
 
 from kubeballast.core.config import (
     EtcdBackupConfig,
@@ -58,15 +63,6 @@ from kubeballast.core.config import (
 )
 from kubeballast.core.etcdops import BackupSettings, backup
 from kubeballast.exporter.app import build_exporter
-from kubeballast.exporter.catalog import (
-    Catalog,
-    CollectorFactory,
-    ExporterContext,
-    default_catalog,
-)
-from kubeballast.exporter.clusterstate import shared_cluster_state
-from kubeballast.exporter.contract import MetricsCollector
-from kubeballast.exporter.state import BACKGROUND_REFRESH_SECONDS, StateCollector
 from kubeballast.remediations.server import run_receiver
 from kubeballast.simulator.faults import Congestion
 from kubeballast.simulator.kubeconfig import write_kubeconfig
@@ -76,7 +72,6 @@ from kubeballast.simulator.settings import ScenarioSettings, SimulatorSettings
 PROMETHEUS = Path("/usr/bin/prometheus")
 RULES = sorted((Path(__file__).resolve().parents[2] / "alerts").glob("*.yaml"))
 NODE_TOKEN = "token-node-0"
-NODE_LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-0000"
 NAMESPACE = "kube-ballast"
 DEADLINE_SECONDS = 90.0
 """Each wait's deadline: generous for a loaded two-core machine (the whole test takes
@@ -108,103 +103,6 @@ def _etcd_harness() -> ModuleType:
         sys.modules["harness"] = module
         spec.loader.exec_module(module)
     return sys.modules["harness"]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _poll(
-    check: Callable[[], Awaitable[Any]], what: str, within: float = DEADLINE_SECONDS
-) -> Any:
-    """Await ``check`` until it returns something truthy; fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    last_error: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = await check()
-        except (aiohttp.ClientError, OSError) as error:
-            result, last_error = None, error
-        if result:
-            return result
-        await asyncio.sleep(0.5)  # pacing between polls, not synchronisation
-    pytest.fail(f"{what} within {within:g} s (last error: {last_error!r})")
-
-
-@contextlib.asynccontextmanager
-async def _serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
-def _print_log(path: Path) -> None:
-    print(path.read_text(errors="replace"))
-
-
-def _require(binary: Path, package: str) -> None:
-    if not binary.exists():
-        pytest.fail(f"{binary} is missing: install {package} (`make test`)")
-
-
-@contextlib.asynccontextmanager
-async def _process(args: list[str], log_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A subprocess in its own process group, stopped by PID (the group killed if it
-    does not stop); its log is printed when it ended badly."""
-    with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
-        if process.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):
-            _print_log(log_path)
-
-
-def _state_with_simulated_clock(server: ApiServer) -> CollectorFactory:
-    """The ``state`` area as build_state builds it, reading the simulator's clock."""
-
-    def build(context: ExporterContext) -> Sequence[MetricsCollector]:
-        state = shared_cluster_state(context)
-        collector = StateCollector(
-            state.snapshot,
-            context.config.state,
-            clock=server.clock.time,
-            background=True,
-            cache_seconds=BACKGROUND_REFRESH_SECONDS,
-            stale_limit_seconds=2 * BACKGROUND_REFRESH_SECONDS,
-        )
-        context.on_close(collector.aclose)
-        return [collector, state.collector()]
-
-    return build
-
-
-def _catalog(server: ApiServer) -> Catalog:
-    catalog = Catalog()
-    for name, factory in default_catalog():
-        catalog.register(name, _state_with_simulated_clock(server) if name == "state" else factory)
-    return catalog
 
 
 # -- fixtures ----------------------------------------------------------------------------
@@ -308,14 +206,16 @@ async def exporter(
             )
         ),
     )
-    app = build_exporter(config, catalog=_catalog(simulator)).create_app()
-    async with _serve(app) as url, aiohttp.ClientSession() as session:
+    app = build_exporter(
+        config, catalog=catalog_on_simulated_clock(simulator.clock.time)
+    ).create_app()
+    async with serve(app) as url, aiohttp.ClientSession() as session:
 
         async def ready() -> bool:
             async with session.get(f"{url}/readyz") as response:
                 return response.status == 200
 
-        await _poll(ready, "the exporter did not become ready")
+        await poll(ready, "the exporter did not become ready", DEADLINE_SECONDS)
         yield url
 
 
@@ -356,7 +256,7 @@ async def receiver(kubeconfig: Path, namespace: str, tmp_path: Path) -> AsyncIte
     """``kube-ballast receiver`` (dry run, the default) with its state in the simulator."""
     token = tmp_path / "receiver-token"
     token.write_text("receiver-token-of-the-test\n")
-    port = _free_port()
+    port = free_port()
     config = ReceiverConfig(
         listen=ListenConfig(host="127.0.0.1", port=port),
         auth=ReceiverAuthConfig(bearer_token_file=str(token)),
@@ -377,7 +277,7 @@ async def receiver(kubeconfig: Path, namespace: str, tmp_path: Path) -> AsyncIte
                 async with session.get(f"{url}/healthz") as response:
                     return response.status == 200
 
-            await _poll(ready, "the receiver did not become ready")
+            await poll(ready, "the receiver did not become ready", DEADLINE_SECONDS)
         yield url
     finally:
         task.cancel()
@@ -387,7 +287,7 @@ async def receiver(kubeconfig: Path, namespace: str, tmp_path: Path) -> AsyncIte
 
 @pytest.fixture
 async def prometheus(exporter: str, receiver: str, tmp_path: Path) -> AsyncIterator[str]:
-    _require(PROMETHEUS, "prometheus")
+    require(PROMETHEUS, "prometheus")
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(
         yaml.safe_dump(
@@ -411,7 +311,7 @@ async def prometheus(exporter: str, receiver: str, tmp_path: Path) -> AsyncItera
             }
         )
     )
-    port = _free_port()
+    port = free_port()
     args = [
         str(PROMETHEUS),
         f"--config.file={config_file}",
@@ -421,7 +321,7 @@ async def prometheus(exporter: str, receiver: str, tmp_path: Path) -> AsyncItera
     ]
     url = f"http://127.0.0.1:{port}"
     async with (
-        _process(args, tmp_path / "prometheus.log") as process,
+        run_process(args, tmp_path / "prometheus.log") as process,
         aiohttp.ClientSession() as session,
     ):
 
@@ -430,25 +330,11 @@ async def prometheus(exporter: str, receiver: str, tmp_path: Path) -> AsyncItera
             async with session.get(f"{url}/-/ready") as response:
                 return response.status == 200
 
-        await _poll(ready, "Prometheus did not become ready")
+        await poll(ready, "Prometheus did not become ready", DEADLINE_SECONDS)
         yield url
 
 
 # -- the test ----------------------------------------------------------------------------
-
-
-async def _renew_node_lease(session: aiohttp.ClientSession, base: str, stop: asyncio.Event) -> None:
-    """node-0000's Lease renewed over HTTP (GET, PUT) until told to stop: under the
-    congestion the PUTs are answered 429 and counted on the apiserver's /metrics."""
-    headers = {"Authorization": f"Bearer {NODE_TOKEN}"}
-    while not stop.is_set():
-        with contextlib.suppress(aiohttp.ClientError):
-            async with session.get(f"{base}{NODE_LEASE}", headers=headers) as response:
-                lease = await response.json() if response.status == 200 else None
-            if lease is not None:
-                async with session.put(f"{base}{NODE_LEASE}", json=lease, headers=headers) as r:
-                    await r.read()
-        await asyncio.sleep(0.05)  # pacing: keeps a two-core machine responsive
 
 
 async def test_every_panel_query_has_data_healthy_and_congested(
@@ -480,7 +366,11 @@ async def test_every_panel_query_has_data_healthy_and_congested(
             return not empty
 
         try:
-            await _poll(all_have_data, "panel queries still without data after the warm-up")
+            await poll(
+                all_have_data,
+                "panel queries still without data after the warm-up",
+                DEADLINE_SECONDS,
+            )
         finally:
             print(f"healthy: {len(empty)} empty after {time.monotonic() - started:.1f} s", empty)
         # The eviction guard's panels read the pause ConfigMap: no pause, the last one
@@ -499,7 +389,7 @@ async def test_every_panel_query_has_data_healthy_and_congested(
 
         # The congestion: every heartbeat rejected, the kubelets' and node-0000's.
         stop = asyncio.Event()
-        renewals = asyncio.create_task(_renew_node_lease(session, simulator.url, stop))
+        renewals = asyncio.create_task(renew_lease_over_http(simulator.url, NODE_TOKEN, stop))
         simulator.faults.set_congestion(Congestion(reject_fraction=0.0, lease_reject_fraction=1.0))
         try:
 
@@ -508,7 +398,11 @@ async def test_every_panel_query_has_data_healthy_and_congested(
                 stale = await query("max(kubeballast_zone_lease_stale_ratio) > 0")
                 return bool(verdict and stale)
 
-            await _poll(congested, "Prometheus did not see the congestion and stale Leases")
+            await poll(
+                congested,
+                "Prometheus did not see the congestion and stale Leases",
+                DEADLINE_SECONDS,
+            )
 
             # The panels that should show it do.
             async def shown() -> bool:
@@ -526,11 +420,15 @@ async def test_every_panel_query_has_data_healthy_and_congested(
 
             seen: dict[str, list[float]] = {}
             try:
-                await _poll(shown, "the dashboards did not show the congestion")
+                await poll(shown, "the dashboards did not show the congestion", DEADLINE_SECONDS)
             finally:
                 print("congestion panels:", seen)
             try:
-                await _poll(all_have_data, "panel queries without data during the congestion")
+                await poll(
+                    all_have_data,
+                    "panel queries without data during the congestion",
+                    DEADLINE_SECONDS,
+                )
             finally:
                 print(
                     f"congested: {len(empty)} empty after {time.monotonic() - healthy_at:.1f} s",

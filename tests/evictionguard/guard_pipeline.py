@@ -11,20 +11,15 @@ asked), and Alertmanager's ``group_wait`` (when asked).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import re
-import signal
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import yaml
-from aiohttp import web
+from loopback import ALERTMANAGER, PROMETHEUS, free_port, process, require, serve, wait_ready
 
 from kubeballast.core.config import ReceiverAuthConfig, ReceiverConfig
 from kubeballast.remediations.engine import Engine
@@ -33,25 +28,7 @@ from kubeballast.remediations.webhook import create_app
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES = sorted((REPO_ROOT / "alerts").glob("*.yaml"))
 ALERTMANAGER_EXAMPLE = REPO_ROOT / "alerts" / "alertmanager" / "alertmanager.yml"
-PROMETHEUS = Path("/usr/bin/prometheus")
-ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
 CLUSTER = "guard-e2e"
-
-
-class MissingBinaryError(RuntimeError):
-    pass
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _require(binary: Path, package: str) -> None:
-    if not binary.exists():
-        raise MissingBinaryError(f"{binary} is missing: install {package} (`make test`)")
 
 
 def storm_for(text: str, duration: str) -> str:
@@ -60,43 +37,6 @@ def storm_for(text: str, duration: str) -> str:
     shortened, count = pattern.subn(rf"\g<1>{duration}", text)
     assert count <= 1
     return shortened
-
-
-@contextlib.asynccontextmanager
-async def _process(args: list[str], log_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
-
-
-async def _ready(url: str, process: asyncio.subprocess.Process, what: str, within: float) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    async with aiohttp.ClientSession() as session:
-        while True:
-            if process.returncode is not None:
-                raise RuntimeError(f"{what} exited with {process.returncode}")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with session.get(f"{url}/-/ready") as response:
-                    if response.status == 200:
-                        return
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"{what} did not become ready within {within} s")
-            await asyncio.sleep(0.2)  # pacing between polls
 
 
 @dataclass(frozen=True)
@@ -120,8 +60,8 @@ class Pipeline:
 async def pipeline(
     engine: Engine, config: ReceiverConfig, exporter_url: str, tmp: Path, intervals: Intervals
 ) -> AsyncIterator[Pipeline]:
-    _require(PROMETHEUS, "prometheus")
-    _require(ALERTMANAGER, "prometheus-alertmanager")
+    require(PROMETHEUS, "prometheus")
+    require(ALERTMANAGER, "prometheus-alertmanager")
     token_file = tmp / "receiver-token"
     token_file.write_text("guard-e2e-token\n")
     receiver_config = ReceiverConfig(
@@ -130,12 +70,7 @@ async def pipeline(
         auth=ReceiverAuthConfig(bearer_token_file=str(token_file)),
     )
     app = create_app(receiver_config, engine)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    receiver = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serve(app) as receiver:
         am_config: dict[str, Any] = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
         if intervals.group_wait is not None:
             am_config["route"]["group_wait"] = intervals.group_wait
@@ -151,7 +86,7 @@ async def pipeline(
                     del entry[key]
         am_file = tmp / "alertmanager.yml"
         am_file.write_text(yaml.safe_dump(am_config))
-        am_port = _free_port()
+        am_port = free_port()
         am_args = [
             str(ALERTMANAGER),
             f"--config.file={am_file}",
@@ -194,7 +129,7 @@ async def pipeline(
                 }
             )
         )
-        prom_port = _free_port()
+        prom_port = free_port()
         prom_args = [
             str(PROMETHEUS),
             f"--config.file={prom_file}",
@@ -204,13 +139,11 @@ async def pipeline(
             "--log.level=warn",
         ]
         async with (
-            _process(am_args, tmp / "alertmanager.log") as am,
-            _process(prom_args, tmp / "prometheus.log") as prom,
+            process(am_args, tmp / "alertmanager.log") as am,
+            process(prom_args, tmp / "prometheus.log") as prom,
         ):
             am_url = f"http://127.0.0.1:{am_port}"
             prom_url = f"http://127.0.0.1:{prom_port}"
-            await _ready(am_url, am, "Alertmanager", 60)
-            await _ready(prom_url, prom, "Prometheus", 60)
+            await wait_ready(am_url, am, "Alertmanager")
+            await wait_ready(prom_url, prom, "Prometheus")
             yield Pipeline(prom_url, am_url, receiver)
-    finally:
-        await runner.cleanup()

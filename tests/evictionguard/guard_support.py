@@ -10,10 +10,10 @@ engine as Alertmanager would deliver them; the real Prometheus/Alertmanager path
 tests/evictionguard/test_guard_e2e.py's.
 
 The congestion is the simulator's: APF rejects every heartbeat of a fixed 40 % of each
-zone's nodes (shuffle sharding keeps the same flows in the full queues) and 30 % of the
-others' (client-go's retries get those through), and node-0000's Lease is also renewed
-over HTTP so the rejections show on the apiserver's /metrics, where the exporter's
-congestion verdict reads them. Those nodes' kubelets are alive: every pod the
+zone's nodes and of node-0000 (shuffle sharding keeps the same flows in the full
+queues) and 30 % of the others' (client-go's retries get those through), and node-0000's
+Lease is also renewed over HTTP so the rejections show on the apiserver's /metrics,
+where the exporter's congestion verdict reads them. Those nodes' kubelets are alive: every pod the
 taint-eviction controller deletes is a healthy pod.
 """
 
@@ -22,9 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from aiohttp import web
+from loopback import catalog_on_simulated_clock, renew_lease_over_http, serve
 from prometheus_client import CollectorRegistry
 
 from kubeballast.core import evictionguard as eg
@@ -51,10 +50,6 @@ from kubeballast.core.config import (
 )
 from kubeballast.core.kube import kube_client
 from kubeballast.exporter.app import build_exporter
-from kubeballast.exporter.catalog import Catalog, CollectorFactory, ExporterContext, default_catalog
-from kubeballast.exporter.clusterstate import shared_cluster_state
-from kubeballast.exporter.contract import MetricsCollector
-from kubeballast.exporter.state import StateCollector
 from kubeballast.remediations.contract import Alert, AlertGroup
 from kubeballast.remediations.engine import Engine, build_intake
 from kubeballast.simulator.faults import Congestion
@@ -69,7 +64,6 @@ from kubeballast.simulator.settings import (
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GUARD_MANIFESTS = REPO_ROOT / "deploy" / "eviction-guard"
 NODE_TOKEN = "node-0000-token"
-NODE_LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-0000"
 CLOCK_FACTOR = 20.0
 DEADLINE = 90.0
 STARVED = 0.4
@@ -89,45 +83,6 @@ async def eventually(
         if time.monotonic() > deadline:
             pytest.fail(f"not within {within} s: {what}")
         await asyncio.sleep(0.1)
-
-
-def _state_on(server: ApiServer) -> CollectorFactory:
-    def build(context: ExporterContext) -> Sequence[MetricsCollector]:
-        state = shared_cluster_state(context)
-        collector = StateCollector(
-            state.snapshot,
-            context.config.state,
-            clock=server.clock.time,
-            background=True,
-            cache_seconds=0.5,
-            stale_limit_seconds=1.0,
-        )
-        context.on_close(collector.aclose)
-        return [collector, state.collector()]
-
-    return build
-
-
-def _catalog(server: ApiServer) -> Catalog:
-    catalog = Catalog()
-    for name, factory in default_catalog():
-        catalog.register(name, _state_on(server) if name == "state" else factory)
-    return catalog
-
-
-@contextlib.asynccontextmanager
-async def _serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def manifests(*names: str) -> list[dict[str, Any]]:
@@ -177,31 +132,25 @@ class Stack:
         """Starve 40 % of each zone's heartbeats; returns the starved nodes."""
         self.server.faults.set_congestion(
             Congestion(
-                reject_fraction=0.0, lease_reject_fraction=0.3, starved_node_fraction=STARVED
+                reject_fraction=0.0,
+                lease_reject_fraction=0.3,
+                starved_node_fraction=STARVED,
+                # node-0000's Lease is also renewed over HTTP, where every 429 shows on
+                # /metrics: starved, its rejections never pause (a random draw could
+                # leave a scrape interval without one and flip the congestion verdict).
+                starved_nodes=frozenset({"node-0000"}),
             )
         )
         if self._renewer is None:
             self._stop.clear()
-            self._renewer = asyncio.create_task(self._renew_over_http())
+            self._renewer = asyncio.create_task(
+                renew_lease_over_http(self.server.url, NODE_TOKEN, self._stop, pace=0.1)
+            )
         return self.server.faults.starved_nodes
 
     def relieve(self) -> None:
         self.server.faults.set_congestion(None)
         self._stop.set()
-
-    async def _renew_over_http(self) -> None:
-        headers = {"Authorization": f"Bearer {NODE_TOKEN}"}
-        async with aiohttp.ClientSession() as session:
-            while not self._stop.is_set():
-                with contextlib.suppress(aiohttp.ClientError):
-                    url = f"{self.server.url}{NODE_LEASE}"
-                    async with session.get(url, headers=headers) as response:
-                        lease = await response.json() if response.status == 200 else None
-                    if lease is not None:
-                        # Rejected 429 some of the time: counted by APF on /metrics.
-                        async with session.put(url, json=lease, headers=headers) as r:
-                            await r.read()
-                await asyncio.sleep(0.1)  # pacing, not synchronisation
         self._renewer = None
 
     def guard_config(self, **overrides: Any) -> EvictionGuardConfig:
@@ -373,8 +322,13 @@ async def guard_stack(
                 ),
             ),
         )
-        app = build_exporter(config, catalog=_catalog(server)).create_app()
-        async with _serve(app) as url:
+        app = build_exporter(
+            config,
+            catalog=catalog_on_simulated_clock(
+                server.clock.time, cache_seconds=0.5, stale_limit_seconds=1.0
+            ),
+        ).create_app()
+        async with serve(app) as url:
             stack = Stack(server, api, url, tmp)
 
             async def synced() -> bool:

@@ -489,3 +489,26 @@ def test_a_partition_without_topology_is_refused(clock: FakeClock) -> None:
     with pytest.raises(ValueError, match="set_topology"):
         state.set_partition(frozenset({"zone-a"}))
     state.set_partition(frozenset())  # clearing is always fine
+
+
+def test_starved_nodes_lose_every_heartbeat_and_the_others_none(faults: FaultState) -> None:
+    faults.set_congestion(
+        Congestion(
+            lease_reject_fraction=0.0,
+            starved_node_fraction=0.3,
+            starved_nodes=frozenset({"node-b9"}),
+        )
+    )
+    starved = faults.starved_nodes
+    # 30 % of each zone (3 of 10), drawn once, plus the named node.
+    assert len([n for n in starved if n.startswith("node-a")]) == 3
+    assert "node-b9" in starved
+    assert len(starved) in (6, 7)
+    for node in [f"node-a{i}" for i in range(10)] + [f"node-b{i}" for i in range(10)]:
+        rejected = [faults.decide(lease_renewal(node)).error is not None for _ in range(20)]
+        assert all(rejected) if node in starved else not any(rejected), node
+    # The same nodes for as long as the congestion lasts; cleared with it.
+    assert faults.starved_nodes == starved
+    faults.set_congestion(None)
+    assert faults.starved_nodes == frozenset()
+    assert faults.decide(lease_renewal(sorted(starved)[0])).error is None
