@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path[:0] = [str(TESTS / "evictionguard"), str(TESTS / "support")]
+sys.path.insert(0, str(TESTS / "support"))
+sys.path.insert(0, str(TESTS / "evictionguard"))
 
-from guard_pipeline import Intervals, pipeline
-from guard_support import eventually, guard_stack
+from guard_pipeline import Intervals, pipeline  # noqa: E402 (after the path)
+from guard_support import eventually, guard_stack  # noqa: E402
 
 GRACE = 50.0
 TOLERATION = 300.0
