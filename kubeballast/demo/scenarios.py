@@ -10,7 +10,7 @@ the same requests as ``kube-ballast simctl``) or straight into etcd.
 =====================  ================================================================
 scenario               fault, and what should follow
 =====================  ================================================================
-``congestion``         the apiserver rejects 97 % of node heartbeats (429): Leases go
+``congestion``         APF starves 30 % of each zone's kubelets (429s): their Leases go
                        stale in every zone, the congestion verdict and
                        KubeNodeHeartbeatStorm fire, and with the ``eviction-pause``
                        action the guard pauses evictions, so healthy pods stay
@@ -47,11 +47,14 @@ from typing import Any, TextIO
 from kubeballast.demo import client, observe
 from kubeballast.demo.observe import Reading
 
-CONGESTION_LEASE_REJECT_FRACTION = 0.97
-"""Rejects most heartbeats but not all: a real kubelet's retries get some through, so
-a minority of each zone's nodes goes stale at any time. Starving every heartbeat would
-put every zone in FullDisruption, where the node-lifecycle controller stops evicting by
-itself (docs/simulator.md)."""
+CONGESTION_STARVED_FRACTION = 0.3
+"""The share of each zone's kubelets whose heartbeats APF rejects every time: shuffle
+sharding keeps the same flows in the full queues for as long as the congestion lasts,
+so those nodes go stale together (a wave). Starving every heartbeat would put every
+zone in FullDisruption, where the node-lifecycle controller stops evicting by itself
+(docs/simulator.md); the danger is a minority of each zone."""
+CONGESTION_LEASE_REJECT_FRACTION = 0.5
+"""The other kubelets' heartbeats: half rejected, and their retries get them through."""
 DEFAULT_TOLERATION_SECONDS = 300.0
 GRACE_PERIOD_SECONDS = 50.0
 PARTITIONED_ZONE = "zone-b"
@@ -243,8 +246,9 @@ def congestion(ctx: Context) -> dict[str, Any]:
     before = ctx.read()
     pause_available = "eviction-pause" in ctx.actions()
     ctx.narrator.step(
-        f"congestion: the apiserver rejects {CONGESTION_LEASE_REJECT_FRACTION:.0%} of node "
-        "heartbeats with 429 (API Priority and Fairness shedding node-high)"
+        f"congestion: API Priority and Fairness sheds node-high: {CONGESTION_STARVED_FRACTION:.0%}"
+        " of each zone's kubelets lose every heartbeat (429), the others "
+        f"{CONGESTION_LEASE_REJECT_FRACTION:.0%} of theirs"
     )
     if not pause_available:
         ctx.narrator.note(
@@ -254,7 +258,17 @@ def congestion(ctx: Context) -> dict[str, Any]:
     stop = threading.Event()
     renewer = threading.Thread(target=_renew_lease_over_http, args=(ctx, stop), daemon=True)
     renewer.start()
-    ctx.sim_faults({"congestion": {"lease_reject_fraction": CONGESTION_LEASE_REJECT_FRACTION}})
+    ctx.sim_faults(
+        {
+            "congestion": {
+                "lease_reject_fraction": CONGESTION_LEASE_REJECT_FRACTION,
+                "starved_node_fraction": CONGESTION_STARVED_FRACTION,
+                # The node whose Lease is also renewed over HTTP, so that its 429s show
+                # on /metrics in every scrape interval.
+                "starved_nodes": [ctx.state["simulator"]["node"]],
+            }
+        }
+    )
     outcome: dict[str, Any] = {"scenario": "congestion", "pause_available": pause_available}
     try:
         reading = ctx.wait("the exporter seeing stale Leases", lambda r: bool(r.stale_nodes))
