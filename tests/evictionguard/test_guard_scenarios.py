@@ -125,7 +125,11 @@ async def test_guard_janitor_ends_the_pause_of_a_dead_receiver(tmp_path: Path) -
         stack.congest()
 
         async def storm() -> bool:
-            return (await stack.metric("kubeballast_lease_stale_wave_zones") or 0) >= 2
+            # What KubeNodeHeartbeatStorm waits for: the wave and the congestion verdict
+            # (the wave alone can come first, and the guard would rightly refuse).
+            return (await stack.metric("kubeballast_lease_stale_wave_zones") or 0) >= 2 and (
+                await stack.metric("kubeballast_apiserver_congested") or 0
+            ) == 1
 
         await eventually(storm, "the wave")
         await engine.accept(storm_alert())
@@ -153,7 +157,11 @@ async def test_guard_pause_ends_at_its_cap_while_congestion_lasts(tmp_path: Path
         stack.congest()
 
         async def storm() -> bool:
-            return (await stack.metric("kubeballast_lease_stale_wave_zones") or 0) >= 2
+            # What KubeNodeHeartbeatStorm waits for: the wave and the congestion verdict
+            # (the wave alone can come first, and the guard would rightly refuse).
+            return (await stack.metric("kubeballast_lease_stale_wave_zones") or 0) >= 2 and (
+                await stack.metric("kubeballast_apiserver_congested") or 0
+            ) == 1
 
         await eventually(storm, "the wave")
         await engine.accept(storm_alert())
@@ -192,7 +200,11 @@ async def test_guard_without_the_policy_api_removes_taints_instead(tmp_path: Pat
         stack.congest()
 
         async def storm() -> bool:
-            return (await stack.metric("kubeballast_lease_stale_wave_zones") or 0) >= 2
+            # What KubeNodeHeartbeatStorm waits for: the wave and the congestion verdict
+            # (the wave alone can come first, and the guard would rightly refuse).
+            return (await stack.metric("kubeballast_lease_stale_wave_zones") or 0) >= 2 and (
+                await stack.metric("kubeballast_apiserver_congested") or 0
+            ) == 1
 
         await eventually(storm, "the wave")
         await engine.accept(storm_alert())
