@@ -27,6 +27,7 @@ from kubeballast.core.errors import ConfigError, PermanentError, TemporaryError
 __all__ = [
     "ConflictError",
     "ForbiddenError",
+    "InvalidError",
     "KubeClientProvider",
     "NotFoundError",
     "StateUnavailableError",
@@ -122,6 +123,11 @@ class ForbiddenError(PermanentError):
     """403 from the API: the service account lacks a permission."""
 
 
+class InvalidError(PermanentError):
+    """422 from the API: the request was refused as invalid (a JSON patch whose ``test``
+    operation failed, too: someone changed the object in between)."""
+
+
 async def kube_call(what: str, call: Awaitable[Any]) -> Any:
     """Await ``call`` (a kubernetes-asyncio request), mapping failures to our errors.
 
@@ -143,6 +149,8 @@ async def kube_call(what: str, call: Awaitable[Any]) -> Any:
             raise ConflictError(what) from error
         if status == 403:
             raise ForbiddenError(f"{what}: HTTP 403 {error.reason}") from error
+        if status == 422:
+            raise InvalidError(f"{what}: HTTP 422 {error.reason}") from error
         if status == 429 or status >= 500 or status == 0:
             delay = _retry_after(error.headers)
             raise StateUnavailableError(

@@ -64,7 +64,7 @@ from kubeballast.core import evictionguard as eg
 from kubeballast.core import promtext
 from kubeballast.core.config import EvictionGuardConfig
 from kubeballast.core.errors import PermanentError
-from kubeballast.core.kube import ConflictError, NotFoundError, kube_call
+from kubeballast.core.kube import ConflictError, InvalidError, NotFoundError, kube_call
 from kubeballast.remediations.actions import (
     ActionContext,
     ObjectReference,
@@ -311,13 +311,9 @@ async def _remove_no_execute_taints(api: Any, name: str) -> bool:
         ]
         try:
             await kube_call(f"patch node {name}", core.patch_node(name, patch))
-        except ConflictError:
+        except (ConflictError, InvalidError):
+            # The node changed since we read it (a failed JSON-patch test is 422): re-read.
             continue
-        except PermanentError as error:
-            # A failed JSON-patch test is 422 (Invalid) in the real apiserver: re-read.
-            if "422" in str(error) or "409" in str(error):
-                continue
-            raise
         return True
     return False
 
