@@ -15,8 +15,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,19 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from support import free_ports, kill
+
 from kubeballast.core.etcd import EtcdClient
 from kubeballast.core.etcdbackup import write_snapshot
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def start_etcd(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -131,8 +120,7 @@ async def main() -> int:
                     for name in (f"e{round_}.db", f"s{round_}.db", f"b{round_}.db"):
                         (directory / name).unlink()
         finally:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            kill(process, group=True)
     base = statistics.median(timings["etcdctl"])
     size = status.db_size / 2**20
     for name, values in timings.items():

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path.insert(0, str(TESTS / "support"))
-sys.path.insert(0, str(TESTS / "evictionguard"))
+from support import use_test_harness
+
+use_test_harness("evictionguard", "support")
 
 from guard_pipeline import Intervals, pipeline  # noqa: E402 (after the path)
 from guard_support import eventually, guard_stack  # noqa: E402

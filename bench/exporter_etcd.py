@@ -22,22 +22,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "etcd"))
-
-from harness import EtcdCluster, make_tls_material
+from support import use_test_harness
 
 from kubeballast.core import promtext
 from kubeballast.core.config import EtcdClusterConfig
 from kubeballast.exporter.etcd import EtcdClusterSource, EtcdCollector
 from kubeballast.exporter.etcdhealth import WANTED_FAMILIES, summarize
 from kubeballast.exporter.runner import SourceSet
+
+use_test_harness("etcd")
+
+from harness import EtcdCluster, make_tls_material  # noqa: E402 (after the path)
 
 
 def _ms(seconds: float) -> str:

@@ -28,10 +28,8 @@ import asyncio
 import gc
 import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -39,26 +37,9 @@ from typing import Any, cast
 import aiohttp
 import msgspec
 import psutil
-import yaml
+from support import REAL_TIME, kill, measured, read_kubeconfig, simulator, start_script
 
 HERE = Path(__file__).resolve()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def read_kubeconfig(kubeconfig: Path) -> tuple[str, str]:
-    doc = yaml.safe_load(kubeconfig.read_text())
-    return doc["clusters"][0]["cluster"]["server"], doc["users"][0]["user"]["token"]
-
-
-def cpu_seconds(ps: psutil.Process) -> float:
-    times = ps.cpu_times()
-    return times.user + times.system
 
 
 # --- role: exporter ----------------------------------------------------------------------
@@ -193,33 +174,29 @@ async def run_load(kubeconfig: str, rate: float, duration: float) -> None:
 # --- orchestration ------------------------------------------------------------------------
 
 
-def _role(role: str, *args: str, stdin: Any = None, stdout: Any = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(HERE), "--role", role, *args],
-        stdin=stdin,
-        stdout=stdout,
+def start_load(kubeconfig: Path, rate: float, duration: float) -> subprocess.Popen[str]:
+    """The load generator (``--role load``) as a child; it prints its summary as JSON on
+    its stdout when ``duration`` is over (``bench/exporter_steady.py`` uses it too)."""
+    return start_script(
+        HERE,
+        "--role",
+        "load",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--rate",
+        str(rate),
+        "--duration",
+        str(duration),
+        stdout=subprocess.PIPE,
         text=True,
     )
 
 
-async def _wait_ready(url: str, proc: subprocess.Popen[Any], deadline: float) -> None:
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"simulator exited with {proc.returncode}")
-            try:
-                async with session.get(f"{url}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise SystemExit("simulator did not become ready in time")
-
-
 def measure_mode(args: argparse.Namespace, kubeconfig: Path, mode: str) -> dict[str, Any]:
     extra = ["--gc-freeze"] if args.gc_freeze else []
-    exporter = _role(
+    exporter: subprocess.Popen[str] = start_script(
+        HERE,
+        "--role",
         "exporter",
         "--kubeconfig",
         str(kubeconfig),
@@ -228,6 +205,7 @@ def measure_mode(args: argparse.Namespace, kubeconfig: Path, mode: str) -> dict[
         *extra,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        text=True,
     )
     assert exporter.stdin is not None
     assert exporter.stdout is not None
@@ -235,16 +213,7 @@ def measure_mode(args: argparse.Namespace, kubeconfig: Path, mode: str) -> dict[
     try:
         sync = json.loads(exporter.stdout.readline())
         rss_sync = ps.memory_info().rss
-        load = _role(
-            "load",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--rate",
-            str(args.pod_changes),
-            "--duration",
-            str(args.warmup + args.window + 5),
-            stdout=subprocess.PIPE,
-        )
+        load = start_load(kubeconfig, args.pod_changes, args.warmup + args.window + 5)
         time.sleep(args.warmup)  # the load generator lists and reaches its rate
 
         def status() -> dict[str, Any]:
@@ -255,12 +224,13 @@ def measure_mode(args: argparse.Namespace, kubeconfig: Path, mode: str) -> dict[
             result: dict[str, Any] = json.loads(exporter.stdout.readline())
             return result
 
-        before, cpu_before, wall_before = status(), cpu_seconds(ps), time.monotonic()
-        time.sleep(args.window)
-        cpu_after, wall_after, after = cpu_seconds(ps), time.monotonic(), status()
+        before = status()
+        with measured(ps) as steady:
+            time.sleep(args.window)
+        after = status()
         rss_end = ps.memory_info().rss
         load_out, _ = load.communicate(timeout=120)
-        wall = wall_after - wall_before
+        wall = steady.wall_seconds
         rates = {
             name: round((after["events"][name] - before["events"][name]) / wall, 1)
             for name in after["events"]
@@ -269,9 +239,7 @@ def measure_mode(args: argparse.Namespace, kubeconfig: Path, mode: str) -> dict[
         exporter.stdin.flush()
         exporter.wait(timeout=60)
     finally:
-        if exporter.poll() is None:
-            exporter.kill()
-            exporter.wait()
+        kill(exporter)
     return {
         "mode": mode,
         "sync_cpu_seconds": sync["sync_cpu_seconds"],
@@ -281,7 +249,7 @@ def measure_mode(args: argparse.Namespace, kubeconfig: Path, mode: str) -> dict[
         "modes_used": sorted(set(sync["modes"].values())),
         "rss_after_sync_mib": round(rss_sync / 2**20, 1),
         "rss_after_steady_mib": round(rss_end / 2**20, 1),
-        "steady_cpu_percent": round(100 * (cpu_after - cpu_before) / wall, 2),
+        "steady_cpu_percent": round(100 * steady.cpu_seconds / wall, 2),
         "steady_window_seconds": round(wall, 1),
         "steady_events_per_second": rates,
         "relists": after["relists"],
@@ -292,41 +260,8 @@ def measure_mode(args: argparse.Namespace, kubeconfig: Path, mode: str) -> dict[
 
 
 def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="kb-bench-") as tmp:
-        kubeconfig = Path(tmp) / "kubeconfig"
-        cmd = [
-            sys.executable,
-            "-m",
-            "kubeballast",
-            "--log-level",
-            "warning",
-            "simulate",
-            "--nodes",
-            str(args.nodes),
-            "--zones",
-            "3",
-            "--pods-per-node",
-            str(args.pods_per_node),
-            "--clock-factor",
-            "1",
-            "--port",
-            str(port),
-            "--kubeconfig",
-            str(kubeconfig),
-        ]
-        started = time.monotonic()
-        sim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        try:
-            asyncio.run(_wait_ready(f"http://127.0.0.1:{port}", sim, started + 300))
-            results = [measure_mode(args, kubeconfig, mode) for mode in args.modes.split(",")]
-        finally:
-            sim.terminate()
-            try:
-                sim.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-                sim.wait()
+    with simulator(nodes=args.nodes, pods_per_node=args.pods_per_node, options=REAL_TIME) as sim:
+        results = [measure_mode(args, sim.kubeconfig, mode) for mode in args.modes.split(",")]
     return {
         "nodes": args.nodes,
         "pods_per_node": args.pods_per_node,

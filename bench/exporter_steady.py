@@ -44,10 +44,8 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,13 +53,10 @@ from typing import Any
 import aiohttp
 import psutil
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from exporter_state import _wait_ready, cpu_seconds, free_port
+from exporter_state import start_load
+from support import REAL_TIME, cpu_seconds, free_port, kill, simulator, start_script, stop
 
 HERE = Path(__file__).resolve()
-LOAD_SCRIPT = HERE.parent / "exporter_state.py"
 PROMETHEUS = "/usr/bin/prometheus"
 VARIANTS = ("scrapes", "periodic")
 
@@ -159,13 +154,7 @@ class Prometheus:
         return float(result[0]["value"][1]) if result else None
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop(self.process, group=True)
         self._log.close()
 
 
@@ -173,19 +162,16 @@ def measure_variant(
     args: argparse.Namespace, kubeconfig: Path, variant: str, tmp: Path
 ) -> dict[str, Any]:
     port = free_port()
-    exporter = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE),
-            "--role",
-            "exporter",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--port",
-            str(port),
-            "--variant",
-            variant,
-        ],
+    exporter = start_script(
+        HERE,
+        "--role",
+        "exporter",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--port",
+        str(port),
+        "--variant",
+        variant,
         stdin=subprocess.DEVNULL,
     )
     ps = psutil.Process(exporter.pid)
@@ -204,22 +190,7 @@ def measure_variant(
             time.sleep(1.0)
         synced_after = time.monotonic() - started
         rss_synced = ps.memory_info().rss
-        load = subprocess.Popen(
-            [
-                sys.executable,
-                str(LOAD_SCRIPT),
-                "--role",
-                "load",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--rate",
-                str(args.pod_changes),
-                "--duration",
-                str(args.settle + args.window + 10),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        load = start_load(kubeconfig, args.pod_changes, args.settle + args.window + 10)
         time.sleep(args.settle)
         threads_before, cpu_before = thread_cpu(ps), cpu_seconds(ps)
         wall_before, unix_before = time.monotonic(), time.time()
@@ -272,17 +243,10 @@ def measure_variant(
             "load": json.loads(load_out),
         }
     finally:
-        if load is not None and load.poll() is None:
-            load.kill()
-            load.wait()
+        if load is not None:
+            kill(load)
         prometheus.stop()
-        if exporter.poll() is None:
-            exporter.send_signal(signal.SIGTERM)
-            try:
-                exporter.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                exporter.kill()
-                exporter.wait()
+        stop(exporter)
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -291,46 +255,17 @@ def _ms(seconds: float | None) -> float | None:
 
 def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     assert shutil.which(PROMETHEUS), f"{PROMETHEUS} is required (apt: prometheus)"
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="kb-bench-steady-") as tmp_name:
-        tmp = Path(tmp_name)
-        kubeconfig = tmp / "kubeconfig"
-        cmd = [
-            sys.executable,
-            "-m",
-            "kubeballast",
-            "--log-level",
-            "warning",
-            "simulate",
-            "--nodes",
-            str(args.nodes),
-            "--zones",
-            "3",
-            "--pods-per-node",
-            str(args.pods_per_node),
-            "--clock-factor",
-            "1",
-            "--port",
-            str(port),
-            "--kubeconfig",
-            str(kubeconfig),
-        ]
-        started = time.monotonic()
-        sim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        try:
-            asyncio.run(_wait_ready(f"http://127.0.0.1:{port}", sim, started + 300))
-            results = []
-            for variant in args.variants.split(","):
-                result = measure_variant(args, kubeconfig, variant, tmp)
-                print(json.dumps(result), file=sys.stderr, flush=True)
-                results.append(result)
-        finally:
-            sim.terminate()
-            try:
-                sim.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-                sim.wait()
+    with simulator(
+        nodes=args.nodes,
+        pods_per_node=args.pods_per_node,
+        options=REAL_TIME,
+        prefix="kb-bench-steady-",
+    ) as sim:
+        results = []
+        for variant in args.variants.split(","):
+            result = measure_variant(args, sim.kubeconfig, variant, sim.directory)
+            print(json.dumps(result), file=sys.stderr, flush=True)
+            results.append(result)
     return {
         "nodes": args.nodes,
         "pods_per_node": args.pods_per_node,

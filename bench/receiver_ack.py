@@ -32,7 +32,6 @@ import asyncio
 import datetime
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import aiohttp
 import psutil
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from support import free_port, measured, start_script, stop
 
 from kubeballast.core.config import ReceiverAuthConfig, ReceiverConfig
 from kubeballast.remediations.contract import AlertGroup
@@ -177,30 +177,20 @@ async def client(url: str, server: psutil.Process, big_rounds: int, small_groups
     connector = aiohttp.TCPConnector(limit=100)
     async with aiohttp.ClientSession(connector=connector) as session:
         await post(session, url, group_body("Warmup", 3))
-        cpu = server.cpu_times()
-        latencies = [await post(session, url, big) for _ in range(big_rounds)]
-        used = sum(server.cpu_times()[:2]) - sum(cpu[:2])
+        with measured(server) as sequential:
+            latencies = [await post(session, url, big) for _ in range(big_rounds)]
         print(f"5000-alert group, sequential: {percentiles(latencies)}")
-        print(f"  receiver CPU per group: {used / big_rounds * 1000:.1f} ms")
+        print(f"  receiver CPU per group: {sequential.cpu_seconds / big_rounds * 1000:.1f} ms")
 
         bodies = [group_body(f"Group{i}", 3, offset=3 * i) for i in range(small_groups)]
-        cpu = server.cpu_times()
-        started = time.perf_counter()
-        latencies = await asyncio.gather(*(post(session, url, body) for body in bodies))
-        wall = time.perf_counter() - started
-        used = sum(server.cpu_times()[:2]) - sum(cpu[:2])
+        with measured(server) as burst:
+            latencies = await asyncio.gather(*(post(session, url, body) for body in bodies))
+        wall, used = burst.wall_seconds, burst.cpu_seconds
         print(f"{small_groups} small groups at once: {percentiles(list(latencies))}")
         print(
             f"  all answered in {wall:.2f} s ({small_groups / wall:.0f} groups/s);"
             f" receiver CPU {used:.2f} s ({used / small_groups * 1000:.2f} ms per group)"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def main() -> int:
@@ -218,8 +208,12 @@ def main() -> int:
         token_file = Path(directory) / "token"
         token_file.write_text(TOKEN)
         port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(port), "--token-file", str(token_file)],
+        process = start_script(
+            __file__,
+            "--serve",
+            str(port),
+            "--token-file",
+            str(token_file),
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -237,8 +231,7 @@ def main() -> int:
                 )
             )
         finally:
-            process.terminate()
-            process.wait(timeout=10)
+            stop(process, timeout=10)
     return 0
 
 

@@ -21,10 +21,7 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,28 +29,7 @@ from typing import Any
 import aiohttp
 import psutil
 import yaml
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def wait_ready(url: str, proc: subprocess.Popen[bytes], deadline: float) -> None:
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"simulator exited with {proc.returncode}")
-            try:
-                async with session.get(f"{url}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise SystemExit("simulator did not become ready in time")
+from support import API_ONLY, KUBE_BALLAST, measured, simulator
 
 
 async def sim_state(url: str, token: str) -> dict[str, Any]:
@@ -71,9 +47,7 @@ def run_selfcheck(kubeconfig: Path, config: Path, deadline: float) -> dict[str, 
     started = time.monotonic()
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "kubeballast",
+            *KUBE_BALLAST,
             "--config",
             str(config),
             "--log-level",
@@ -109,66 +83,30 @@ def run_selfcheck(kubeconfig: Path, config: Path, deadline: float) -> dict[str, 
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="kb-bench-") as tmp:
-        kubeconfig = Path(tmp) / "kubeconfig"
-        cmd = [
-            sys.executable,
-            "-m",
-            "kubeballast",
-            "--log-level",
-            "warning",
-            "simulate",
-            "--nodes",
-            str(args.nodes),
-            "--zones",
-            "3",
-            "--pods-per-node",
-            str(args.pods_per_node),
-            "--port",
-            str(port),
-            "--kubeconfig",
-            str(kubeconfig),
-            "--no-kubelets",
-            "--no-controllers",
-        ]
-        started = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            asyncio.run(wait_ready(url, proc, started + args.start_timeout))
-            startup = time.monotonic() - started
-            token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
-            state = asyncio.run(sim_state(url, token))
-            kcm = state["components"]["kube-controller-manager"]["url"]
-            config = Path(tmp) / "config.yaml"
-            config.write_text(
-                yaml.safe_dump(
-                    {"exporter": {"controller_managers": [{"name": "kcm-0", "url": kcm}]}}
-                )
-            )
-            server = psutil.Process(proc.pid)
-            rounds = []
-            for _ in range(args.rounds):
-                cpu_before = server.cpu_times()
-                result = run_selfcheck(kubeconfig, config, args.deadline)
-                cpu_after = server.cpu_times()
-                result["simulator_cpu_seconds"] = round(
-                    (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system), 2
-                )
-                rounds.append(result)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with simulator(
+        nodes=args.nodes,
+        pods_per_node=args.pods_per_node,
+        options=API_ONLY,
+        start_timeout=args.start_timeout,
+    ) as sim:
+        state = asyncio.run(sim_state(sim.url, sim.token))
+        kcm = state["components"]["kube-controller-manager"]["url"]
+        config = sim.directory / "config.yaml"
+        config.write_text(
+            yaml.safe_dump({"exporter": {"controller_managers": [{"name": "kcm-0", "url": kcm}]}})
+        )
+        server = psutil.Process(sim.process.pid)
+        rounds = []
+        for _ in range(args.rounds):
+            with measured(server) as used:
+                result = run_selfcheck(sim.kubeconfig, config, args.deadline)
+            result["simulator_cpu_seconds"] = round(used.cpu_seconds, 2)
+            rounds.append(result)
     return {
         "nodes": args.nodes,
         "pods_per_node": args.pods_per_node,
         "pods": state["counts"].get("pods"),
-        "simulator_startup_seconds": round(startup, 1),
+        "simulator_startup_seconds": round(sim.startup_seconds, 1),
         "cpus": os.cpu_count(),
         "rounds": rounds,
     }

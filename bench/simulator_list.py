@@ -19,18 +19,12 @@ import argparse
 import asyncio
 import json
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import msgspec
 import psutil
-import yaml
+from support import API_ONLY, measured, simulator
 
 
 class _ListMeta(msgspec.Struct):
@@ -48,34 +42,6 @@ class _List(msgspec.Struct):
 
 
 _decode_list = msgspec.json.Decoder(_List).decode
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def read_token(kubeconfig: Path) -> str:
-    doc = yaml.safe_load(kubeconfig.read_text())
-    token: str = doc["users"][0]["user"]["token"]
-    return token
-
-
-async def wait_ready(url: str, proc: subprocess.Popen[bytes], deadline: float) -> None:
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"simulator exited with {proc.returncode}")
-            try:
-                async with session.get(f"{url}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise SystemExit("simulator did not become ready in time")
 
 
 async def paginated_list(url: str, token: str, limit: int) -> tuple[int, int, int]:
@@ -112,64 +78,25 @@ async def full_list(url: str, token: str) -> tuple[int, int]:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="kb-bench-") as tmp:
-        kubeconfig = Path(tmp) / "kubeconfig"
-        cmd = [
-            sys.executable,
-            "-m",
-            "kubeballast",
-            "--log-level",
-            "warning",
-            "simulate",
-            "--nodes",
-            str(args.nodes),
-            "--zones",
-            "3",
-            "--pods-per-node",
-            str(args.pods_per_node),
-            "--port",
-            str(port),
-            "--kubeconfig",
-            str(kubeconfig),
-            "--no-kubelets",
-            "--no-controllers",
-        ]
-        started = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            asyncio.run(wait_ready(url, proc, started + args.start_timeout))
-            startup = time.monotonic() - started
-            ps = psutil.Process(proc.pid)
-            rss_start = ps.memory_info().rss
-            token = read_token(kubeconfig)
-
-            cpu_before = ps.cpu_times()
-            wall_before = time.monotonic()
-            pods, pages, size = asyncio.run(paginated_list(url, token, args.limit))
-            wall = time.monotonic() - wall_before
-            cpu_after = ps.cpu_times()
-            cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
-
-            cpu_before = ps.cpu_times()
-            wall_before = time.monotonic()
-            full_pods, full_size = asyncio.run(full_list(url, token))
-            full_wall = time.monotonic() - wall_before
-            cpu_after = ps.cpu_times()
-            full_cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
-            rss_end = ps.memory_info().rss
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with simulator(
+        nodes=args.nodes,
+        pods_per_node=args.pods_per_node,
+        options=API_ONLY,
+        start_timeout=args.start_timeout,
+    ) as sim:
+        ps = psutil.Process(sim.process.pid)
+        rss_start = ps.memory_info().rss
+        token = sim.token
+        with measured(ps) as paged:
+            pods, pages, size = asyncio.run(paginated_list(sim.url, token, args.limit))
+        with measured(ps) as full:
+            full_pods, full_size = asyncio.run(full_list(sim.url, token))
+        rss_end = ps.memory_info().rss
+    cpu, wall = paged.cpu_seconds, paged.wall_seconds
     return {
         "nodes": args.nodes,
         "pods_per_node": args.pods_per_node,
-        "startup_seconds": round(startup, 2),
+        "startup_seconds": round(sim.startup_seconds, 2),
         "rss_after_start_mib": round(rss_start / 2**20, 1),
         "rss_after_lists_mib": round(rss_end / 2**20, 1),
         "paginated": {
@@ -185,8 +112,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "rv0_full_list": {
             "pods": full_pods,
             "mib": round(full_size / 2**20, 1),
-            "wall_seconds": round(full_wall, 3),
-            "server_cpu_seconds": round(full_cpu, 3),
+            "wall_seconds": round(full.wall_seconds, 3),
+            "server_cpu_seconds": round(full.cpu_seconds, 3),
         },
     }
 

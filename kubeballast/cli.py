@@ -97,139 +97,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     _add_global_options(parser, in_subcommand=False)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    simulate = commands.add_parser(
-        "simulate",
-        help="run the Kubernetes API simulator",
-        description="Run the Kubernetes API simulator on loopback. Flags override the "
-        "simulator section of the configuration.",
-    )
-    _add_global_options(simulate, in_subcommand=True)
-    simulate.add_argument("--nodes", type=int, metavar="N", help="simulator.scenario.nodes")
-    simulate.add_argument("--zones", type=int, metavar="N", help="simulator.scenario.zones")
-    simulate.add_argument(
-        "--pods-per-node", type=int, metavar="N", help="simulator.scenario.pods_per_node"
-    )
-    simulate.add_argument("--clock-factor", type=float, metavar="X", help="simulator.clock_factor")
-    simulate.add_argument("--host", metavar="ADDRESS", help="simulator.host (loopback only)")
-    simulate.add_argument("--port", type=int, metavar="PORT", help="simulator.port (0: any)")
-    simulate.add_argument("--kubeconfig", metavar="PATH", help="simulator.kubeconfig_path")
-    simulate.add_argument("--no-kubelets", action="store_true", help="simulator.kubelets: false")
-    simulate.add_argument(
-        "--no-controllers", action="store_true", help="simulator.controllers: false"
-    )
-    simulate.set_defaults(handler=_cmd_simulate)
-
-    simctl_parser = commands.add_parser(
-        "simctl",
-        help="change a running simulator: faults, clock, components",
-        description="Drive a running simulator's control API (faults, clock, compaction, "
-        "components) with the kubeconfig it wrote.",
-    )
-    _add_global_options(simctl_parser, in_subcommand=True)
-    simctl.add_arguments(simctl_parser)
-    simctl_parser.set_defaults(handler=_cmd_simctl)
-
-    etcd = commands.add_parser(
-        "etcd",
-        help="etcd operations: backup, restore-plan, restore, defrag, recover-nospace",
-        description="Operate an etcd cluster of exporter.etcd.clusters (or --endpoints)."
-        " defrag and recover-nospace are dry runs unless --execute is given.",
-    )
-    _add_global_options(etcd, in_subcommand=True)
-    etcdcli.add_arguments(etcd)
-    etcd.set_defaults(handler=etcdcli.run)
-
-    selfcheck = commands.add_parser(
-        "selfcheck",
-        help="check the cluster against the stability checklist (read-only)",
-        description="Run the seed's stability checklist against the cluster: PASS / WARN /"
-        " FAIL / SKIP per check, with evidence and fixes. Exit 0, 1 (a WARN with --strict)"
-        " or 2 (a FAIL).",
-    )
-    _add_global_options(selfcheck, in_subcommand=True)
-    selfcheck_command.add_arguments(selfcheck)
-    selfcheck.set_defaults(handler=selfcheck_command.run)
-
-    exporter = commands.add_parser(
-        "exporter",
-        help="run the Prometheus exporter",
-        description="Serve /metrics, /healthz and /readyz on exporter.listen.",
-    )
-    _add_global_options(exporter, in_subcommand=True)
-    exporter.add_argument(
-        "--list-metrics",
-        nargs="?",
-        const="table",
-        choices=("table", "markdown"),
-        metavar="FORMAT",
-        help="print every metric the exporter can emit and exit; FORMAT is table (the"
-        " default) or markdown (docs/metrics.md)",
-    )
-    exporter.set_defaults(handler=_cmd_exporter)
-
-    receiver = commands.add_parser(
-        "receiver",
-        help="run the Alertmanager webhook receiver",
-        description="Serve the remediation webhook, /metrics and /healthz on receiver.listen.",
-    )
-    _add_global_options(receiver, in_subcommand=True)
-    receiver.set_defaults(handler=_cmd_receiver)
-
-    remediations = commands.add_parser(
-        "remediations",
-        help="pause, resume or approve remediations; list their records",
-        description="Act on the receiver's guard kernel through its state in Kubernetes "
-        "(receiver.remediations.kubernetes gives the credentials).",
-    )
-    _add_global_options(remediations, in_subcommand=True)
-    remediationscli.add_arguments(remediations)
-    remediations.set_defaults(handler=_cmd_remediations)
-
-    guard = commands.add_parser(
-        "eviction-guard",
-        help="show, pause, resume the eviction pause; its janitor",
-        description="The eviction guard's pause ConfigMap kube-ballast/eviction-guard, "
-        "its policy and binding (docs/eviction-guard.md).",
-    )
-    _add_global_options(guard, in_subcommand=True)
-    evictionguardcli.add_arguments(guard)
-    guard.set_defaults(handler=_cmd_eviction_guard)
-
-    demo_parser = commands.add_parser(
-        "demo",
-        help="run everything on loopback and show it handle incidents (make run)",
-        description="Start a simulated cluster, etcd, the exporter, the receiver, Prometheus"
-        " and Alertmanager on loopback; `demo scenario NAME` injects an incident.",
-    )
-    _add_global_options(demo_parser, in_subcommand=True)
-    demo.add_arguments(demo_parser)
-    demo_parser.set_defaults(handler=_cmd_demo)
-
-    config = commands.add_parser(
-        "config", help="check or document the configuration", description="Configuration tools."
-    )
-    _add_global_options(config, in_subcommand=True)
-    actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
-    check = actions.add_parser(
-        "check", help="validate --config and print 'config: ok'", description="Validate --config."
-    )
-    _add_global_options(check, in_subcommand=True)
-    check.set_defaults(handler=_cmd_config_check)
-    reference = actions.add_parser(
-        "reference",
-        help="print the Markdown reference of every setting",
-        description="Print docs/config-reference.md.",
-    )
-    reference.set_defaults(handler=_cmd_config_reference)
-    example = actions.add_parser(
-        "example",
-        help="print an annotated example configuration",
-        description="Print docs/config.example.yaml.",
-    )
-    example.set_defaults(handler=_cmd_config_example)
+    _add_commands(parser, _COMMANDS, dest="command", metavar="COMMAND")
     return parser
+
+
+def _add_commands(
+    parser: argparse.ArgumentParser, commands: Sequence[_Command], *, dest: str, metavar: str
+) -> None:
+    """``commands`` as the subcommands of ``parser`` (recursively: ``config check``)."""
+    subparsers = parser.add_subparsers(dest=dest, metavar=metavar, required=True)
+    for command in commands:
+        sub = subparsers.add_parser(
+            command.name, help=command.help, description=command.description
+        )
+        if command.global_options:
+            _add_global_options(sub, in_subcommand=True)
+        if command.add_arguments is not None:
+            command.add_arguments(sub)
+        if command.subcommands:
+            _add_commands(sub, command.subcommands, dest="action", metavar="ACTION")
+        if command.handler is not None:
+            sub.set_defaults(handler=command.handler)
 
 
 # --------------------------------------------------------------------------------------
@@ -322,6 +210,22 @@ def simulator_settings(config: SimulatorConfig) -> SimulatorSettings:
     )
 
 
+def _add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nodes", type=int, metavar="N", help="simulator.scenario.nodes")
+    parser.add_argument("--zones", type=int, metavar="N", help="simulator.scenario.zones")
+    parser.add_argument(
+        "--pods-per-node", type=int, metavar="N", help="simulator.scenario.pods_per_node"
+    )
+    parser.add_argument("--clock-factor", type=float, metavar="X", help="simulator.clock_factor")
+    parser.add_argument("--host", metavar="ADDRESS", help="simulator.host (loopback only)")
+    parser.add_argument("--port", type=int, metavar="PORT", help="simulator.port (0: any)")
+    parser.add_argument("--kubeconfig", metavar="PATH", help="simulator.kubeconfig_path")
+    parser.add_argument("--no-kubelets", action="store_true", help="simulator.kubelets: false")
+    parser.add_argument(
+        "--no-controllers", action="store_true", help="simulator.controllers: false"
+    )
+
+
 def _cmd_simulate(args: argparse.Namespace, config: Config) -> int:
     config = _apply_simulate_flags(config, args)
     settings = simulator_settings(config.simulator)
@@ -342,6 +246,18 @@ def _cmd_simulate(args: argparse.Namespace, config: Config) -> int:
 def _cmd_simctl(args: argparse.Namespace, config: Config) -> int:
     _print(sys.stdout, json.dumps(simctl.run(args), indent=2, sort_keys=True))
     return EXIT_OK
+
+
+def _add_exporter_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--list-metrics",
+        nargs="?",
+        const="table",
+        choices=("table", "markdown"),
+        metavar="FORMAT",
+        help="print every metric the exporter can emit and exit; FORMAT is table (the"
+        " default) or markdown (docs/metrics.md)",
+    )
 
 
 def _cmd_exporter(args: argparse.Namespace, config: Config) -> int:
@@ -389,6 +305,130 @@ def _cmd_config_reference(args: argparse.Namespace, config: Config) -> int:
 def _cmd_config_example(args: argparse.Namespace, config: Config) -> int:
     sys.stdout.write(render_example())
     return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------
+# The subcommands: one entry each
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Command:
+    """``kube-ballast NAME``: its ``--help`` texts, its own arguments, its handler.
+
+    ``global_options``: the subcommand accepts --config, --log-level and --log-format
+    after its name too. ``subcommands`` make it a group (``config check``), whose
+    choice is ``args.action``.
+    """
+
+    name: str
+    help: str
+    description: str
+    handler: Handler | None = None
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    global_options: bool = True
+    subcommands: tuple[_Command, ...] = ()
+
+
+_COMMANDS: tuple[_Command, ...] = (
+    _Command(
+        "simulate",
+        help="run the Kubernetes API simulator",
+        description="Run the Kubernetes API simulator on loopback. Flags override the "
+        "simulator section of the configuration.",
+        add_arguments=_add_simulate_arguments,
+        handler=_cmd_simulate,
+    ),
+    _Command(
+        "simctl",
+        help="change a running simulator: faults, clock, components",
+        description="Drive a running simulator's control API (faults, clock, compaction, "
+        "components) with the kubeconfig it wrote.",
+        add_arguments=simctl.add_arguments,
+        handler=_cmd_simctl,
+    ),
+    _Command(
+        "etcd",
+        help="etcd operations: backup, restore-plan, restore, defrag, recover-nospace",
+        description="Operate an etcd cluster of exporter.etcd.clusters (or --endpoints)."
+        " defrag and recover-nospace are dry runs unless --execute is given.",
+        add_arguments=etcdcli.add_arguments,
+        handler=etcdcli.run,
+    ),
+    _Command(
+        "selfcheck",
+        help="check the cluster against the stability checklist (read-only)",
+        description="Run the seed's stability checklist against the cluster: PASS / WARN /"
+        " FAIL / SKIP per check, with evidence and fixes. Exit 0, 1 (a WARN with --strict)"
+        " or 2 (a FAIL).",
+        add_arguments=selfcheck_command.add_arguments,
+        handler=selfcheck_command.run,
+    ),
+    _Command(
+        "exporter",
+        help="run the Prometheus exporter",
+        description="Serve /metrics, /healthz and /readyz on exporter.listen.",
+        add_arguments=_add_exporter_arguments,
+        handler=_cmd_exporter,
+    ),
+    _Command(
+        "receiver",
+        help="run the Alertmanager webhook receiver",
+        description="Serve the remediation webhook, /metrics and /healthz on receiver.listen.",
+        handler=_cmd_receiver,
+    ),
+    _Command(
+        "remediations",
+        help="pause, resume or approve remediations; list their records",
+        description="Act on the receiver's guard kernel through its state in Kubernetes "
+        "(receiver.remediations.kubernetes gives the credentials).",
+        add_arguments=remediationscli.add_arguments,
+        handler=_cmd_remediations,
+    ),
+    _Command(
+        "eviction-guard",
+        help="show, pause, resume the eviction pause; its janitor",
+        description="The eviction guard's pause ConfigMap kube-ballast/eviction-guard, "
+        "its policy and binding (docs/eviction-guard.md).",
+        add_arguments=evictionguardcli.add_arguments,
+        handler=_cmd_eviction_guard,
+    ),
+    _Command(
+        "demo",
+        help="run everything on loopback and show it handle incidents (make run)",
+        description="Start a simulated cluster, etcd, the exporter, the receiver, Prometheus"
+        " and Alertmanager on loopback; `demo scenario NAME` injects an incident.",
+        add_arguments=demo.add_arguments,
+        handler=_cmd_demo,
+    ),
+    _Command(
+        "config",
+        help="check or document the configuration",
+        description="Configuration tools.",
+        subcommands=(
+            _Command(
+                "check",
+                help="validate --config and print 'config: ok'",
+                description="Validate --config.",
+                handler=_cmd_config_check,
+            ),
+            _Command(
+                "reference",
+                help="print the Markdown reference of every setting",
+                description="Print docs/config-reference.md.",
+                handler=_cmd_config_reference,
+                global_options=False,
+            ),
+            _Command(
+                "example",
+                help="print an annotated example configuration",
+                description="Print docs/config.example.yaml.",
+                handler=_cmd_config_example,
+                global_options=False,
+            ),
+        ),
+    ),
+)
 
 
 # --------------------------------------------------------------------------------------
