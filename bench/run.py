@@ -20,6 +20,7 @@ BENCHMARKS = (
     "etcd_backup.py",
     "receiver_ack.py",
     "eviction_guard_latency.py",
+    "guard_view.py",
     "selfcheck.py",
 )
 

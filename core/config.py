@@ -526,6 +526,12 @@ class ClusterStateConfig:
     """Stale Leases whose onsets (renewTime + grace period) fall within this many
     seconds of each other form one correlated wave: the signature of a control-plane
     problem rather than of nodes dying one by one."""
+    min_render_interval_seconds: Annotated[float, Range(1, 300)] = 10.0
+    """The least time between two renders of these families in the background (one per
+    scrape, just before it is due, when scrapes are further apart). A render costs
+    150-300 ms of CPU at 5000 nodes; with scrapes closer than this (a short scrape
+    interval, an HA pair, the receiver's guard reading the page) the families served
+    are up to this old. A small cluster, or a demo, can afford 1 s."""
     zone_label: Annotated[str, NonEmpty()] = "topology.kubernetes.io/zone"
     """Node label naming the zone (with the default, the deprecated
     failure-domain.beta.kubernetes.io/zone is read too when it is missing). The
@@ -734,6 +740,16 @@ class ActionConfig:
     ttl_seconds: Annotated[float, Range(0, 7 * 86400, low_exclusive=True)] = 1800.0
     """For reversible actions (those that pause a safety mechanism): reverted after this
     long even if the alert never resolves."""
+    precondition_wait_seconds: Annotated[float, Range(0, 3600)] = 240.0
+    """How long a firing alert's record keeps waiting when the action's live check says
+    "not yet" (evidence still forming, e.g. the heartbeat wave behind the congestion
+    alert): re-checked every ``precondition_recheck_seconds``, run as soon as the check
+    holds, refused when this long has passed since the alert arrived or when it
+    resolves. Checks that waiting cannot change (a missing policy) refuse at once. 0:
+    refuse at the first false check."""
+    precondition_recheck_seconds: Annotated[float, Range(0, 300, low_exclusive=True)] = 10.0
+    """Time between two live checks of a waiting record (each check may read the
+    exporter or etcd)."""
 
 
 @dataclass(frozen=True)
@@ -788,8 +804,10 @@ class EvictionGuardConfig:
     """How evictions are stopped: the admission policy (Kubernetes >= 1.30) or removing
     the unreachable/not-ready NoExecute taints (older clusters)."""
     exporter_url: str | None = None
-    """The exporter's /metrics URL: the congestion verdict and the heartbeat wave are read
-    from it at every live check. Required for the action to act."""
+    """The exporter's /metrics URL. Each live check reads the congestion verdict and the
+    heartbeat wave from the eviction-guard view next to it (the last path segment
+    replaced by ``eviction-guard``), or from this page when the exporter predates the
+    view. Required for the action to act."""
     min_wave_ratio: Annotated[float, Range(0, 1, low_exclusive=True)] = 0.2
     """Share of all nodes in the correlated wave of stale Leases needed to pause."""
     min_wave_zones: Annotated[int, Range(1, 100)] = 2

@@ -11,7 +11,9 @@ prometheus-client's global ``REGISTRY``). The application serves:
 - ``/healthz``: liveness, the event loop answers;
 - ``/readyz``: 200 once every source has attempted its first refresh (successfully or
   not: a target that is down is something to report, not a reason to keep the exporter
-  out of its Service), 503 listing the sources still pending before that.
+  out of its Service), 503 listing the sources still pending before that;
+- ``/eviction-guard``: the few values the receiver's eviction guard re-checks, as JSON
+  read from the same families /metrics serves (:mod:`~kubeballast.exporter.guardview`).
 
 The sources start with the application (``cleanup_ctx``) and stop, and their clients
 close, when it shuts down.
@@ -45,6 +47,7 @@ from kubeballast.core.config import ExporterConfig, example_config
 from kubeballast.core.web import create_base_app
 from kubeballast.exporter.catalog import Catalog, ExporterContext, default_catalog
 from kubeballast.exporter.contract import MetricsCollector, MetricSpec
+from kubeballast.exporter.guardview import VIEW_PATH, make_guard_view_handler
 from kubeballast.exporter.runner import SYSTEM_CLOCK, Clock, SelfMetricsCollector, SourceSet
 
 __all__ = [
@@ -183,6 +186,12 @@ class Exporter:
         app = create_base_app(self.registry)
         app[EXPORTER_KEY] = self
         app.router.add_get("/readyz", readyz)
+        app.router.add_get(
+            VIEW_PATH,
+            make_guard_view_handler(
+                self.collectors, wave_window_seconds=self.config.state.wave_window_seconds
+            ),
+        )
         app.cleanup_ctx.append(self._running)
         return app
 

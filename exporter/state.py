@@ -79,12 +79,13 @@ log = logging.getLogger(__name__)
 
 CACHE_SECONDS: Final = 1.0
 BACKGROUND_REFRESH_SECONDS: Final = 10.0
-"""The most often the exporter's background refresher renders while scraped. A render
-costs 150-300 ms of CPU at the seed's scale, so rendering every second would cost
-15-30 % of a core. The refresher renders once per scrape, just before it is due; with
-scrapes closer than this (or before it has seen two), every 10 s, which bounds the age
-of served families to ~10 s: a node whose lease crossed the grace period is shown
-stale within ~11 s, under the 15 s the product promises."""
+"""The default of ``exporter.state.min_render_interval_seconds``: the most often the
+exporter's background refresher renders while scraped. A render costs 150-300 ms of
+CPU at the seed's scale, so rendering every second would cost 15-30 % of a core. The
+refresher renders once per scrape, just before it is due; with scrapes closer than
+this (or before it has seen two), every 10 s, which bounds the age of served families
+to ~10 s: a node whose lease crossed the grace period is shown stale within ~11 s,
+under the 15 s the product promises."""
 SCRAPE_BURST_SECONDS: Final = 0.5
 """Scrapes closer together than this are one demand (the two Prometheus servers of an
 HA pair scraping at the same moment): the scrape interval is measured between bursts."""
@@ -902,18 +903,23 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def exporter_collector(
-    snapshot: Callable[[], ClusterSnapshot], config: ClusterStateConfig
+    snapshot: Callable[[], ClusterSnapshot],
+    config: ClusterStateConfig,
+    *,
+    clock: Callable[[], float] = time.time,
 ) -> StateCollector:
     """The collector as the exporter runs it: rendered in the background once per
-    scrape, just before it is due, at most every ``BACKGROUND_REFRESH_SECONDS``,
-    never served older than twice that; zone spread derived at most every
-    ``SPREAD_MAX_AGE_SECONDS`` while the schedulable zones stay the same."""
+    scrape, just before it is due, at most every ``min_render_interval_seconds``
+    (``BACKGROUND_REFRESH_SECONDS`` by default), never served older than twice that;
+    zone spread derived at most every ``SPREAD_MAX_AGE_SECONDS`` while the schedulable
+    zones stay the same."""
     return StateCollector(
         snapshot,
         config,
+        clock=clock,
         background=True,
-        cache_seconds=BACKGROUND_REFRESH_SECONDS,
-        stale_limit_seconds=2 * BACKGROUND_REFRESH_SECONDS,
+        cache_seconds=config.min_render_interval_seconds,
+        stale_limit_seconds=2 * config.min_render_interval_seconds,
         spread_max_age_seconds=SPREAD_MAX_AGE_SECONDS,
     )
 

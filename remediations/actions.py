@@ -106,6 +106,12 @@ class Precondition:
     ok: bool
     reason: str
     evidence: Mapping[str, str] = field(default_factory=dict)
+    retry: bool = False
+    """False now, but the evidence may still be forming while the alert fires (the
+    heartbeat wave a moment behind the congestion alert): the engine re-checks it every
+    ``precondition_recheck_seconds`` for up to ``precondition_wait_seconds`` instead of
+    refusing at once. False for conditions that will not change by waiting (a missing
+    policy, a disabled flag)."""
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,9 @@ class Engine:
         self._wake = asyncio.Event()
         self._in_flight: set[str] = set()
         self._revert_failures: set[str] = set()
+        self._recheck_at: dict[str, float] = {}
+        """Records waiting for their precondition: when to check each one again. In
+        memory only: a new leader checks them at once."""
         self._limits = {a.name: a for a in self.remediations.actions}
 
         self.decisions = Counter(
@@ -413,8 +416,18 @@ class Engine:
                     return
                 await self._resume(record)
 
-        # 4. New work, group by group.
-        pending = [r for r in records.values() if r.state == "pending"]
+        # 4. New work, group by group; records waiting for their precondition only
+        # when their next check is due.
+        pending = [
+            r
+            for r in records.values()
+            if r.state == "pending" and now >= self._recheck_at.get(r.key, 0.0)
+        ]
+        self._recheck_at = {
+            key: at
+            for key, at in self._recheck_at.items()
+            if key in records and records[key].state == "pending"
+        }
         for group_records in _by_group(pending).values():
             if not self.is_leader():
                 return
@@ -495,6 +508,8 @@ class Engine:
             if verdict.kind == "allow":
                 allowed.append((record, verdict))
                 continue
+            if await self._wait_for_precondition(record, verdict):
+                continue
             target = verdict.plan.target if verdict.plan else ""
             if verdict.kind == "refuse":
                 done = await ledger.transition(
@@ -550,6 +565,46 @@ class Engine:
             if result is not None:
                 decisions.append(result)
         await self._announce(decisions, stage="outcome")
+
+    async def _wait_for_precondition(self, record: ExecutionRecord, verdict: Verdict) -> bool:
+        """Keep ``record`` pending when its precondition is false for now (``retry``)
+        and its wait is not over; True when it waits.
+
+        An alert can reach the receiver a moment before the evidence its action needs
+        (KubeApiserverCongested before the heartbeat wave forms). Refusing then would be
+        final for that firing, since Alertmanager's re-deliveries map onto the same
+        record; waiting, re-checked live at a bounded pace, lets the first alert be
+        enough. The ledger is written once, when the wait begins, not at every check.
+        """
+        precondition = verdict.precondition
+        limits = self._limits.get(record.action)
+        if (
+            verdict.reason != "precondition-false"
+            or precondition is None
+            or not precondition.retry
+            or limits is None
+        ):
+            self._recheck_at.pop(record.key, None)
+            return False
+        now = self.clock.time()
+        until = record.created_at + limits.precondition_wait_seconds
+        if now >= until:
+            self._recheck_at.pop(record.key, None)
+            return False
+        self._recheck_at[record.key] = min(now + limits.precondition_recheck_seconds, until)
+        get_logger(__name__, action=record.action, alert=record.alertname, record=record.key).info(
+            "remediation waiting for its precondition (until %s): %s",
+            _utc(until),
+            precondition.reason,
+        )
+        if record.reason != "precondition-wait":
+            await self.ledger.transition(
+                record.key,
+                {"pending"},
+                reason="precondition-wait",
+                detail=f"waiting for the precondition until {_utc(until)}: {precondition.reason}",
+            )
+        return True
 
     async def _execute(self, record: ExecutionRecord, verdict: Verdict) -> _Decision | None:
         """Claim, take the limits, arm, run, and record the result."""
@@ -851,6 +906,10 @@ class Engine:
         log.info("remediations: %s approved %s (%s)", by, approval_id, record.key)
         self._wake.set()
         return record
+
+
+def _utc(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%H:%M:%SZ")
 
 
 def _by_group(records: Iterable[ExecutionRecord]) -> dict[str, list[ExecutionRecord]]:

@@ -10,16 +10,19 @@ one kube-ballast builds (an admission policy reading a ConfigMap). This module d
 *when* to use it and keeps it honest:
 
 When to pause (all must hold, re-checked live at the decision, from the exporter's
-/metrics, which sees the apiserver's own signals and every node Lease through its watch
-caches): an apiserver is congested (``kubeballast_apiserver_congested``, evaluated); the
-stale Leases form a correlated wave (at least ``min_wave_ratio`` of all nodes went
-stale within the wave window of each other) spanning at least ``min_wave_zones`` zones;
-optionally, a sample of the stale nodes' kubelets still answers (the data plane is
-alive; those that do not answer go on the pause's allow-list, so their pods may still
-be evicted). A few dead nodes in one zone with a healthy apiserver never pause
-anything: real failures must still be evicted. In ``policy`` mode the policy must be
-installed and kube-controller-manager must run with ``--use-service-account-credentials``
-(else the policy matches nothing: refuse, and say why).
+eviction-guard view, ``/eviction-guard``: the values below as compact JSON read from
+the same families its /metrics serves; an exporter that predates the view
+answers 404 and its /metrics page is parsed instead. The exporter sees the apiserver's
+own signals and every node Lease through its watch caches): an apiserver is congested
+(``kubeballast_apiserver_congested``, evaluated); the stale Leases form a correlated
+wave (at least ``min_wave_ratio`` of all nodes went stale within the wave window of each
+other) spanning at least ``min_wave_zones`` zones; optionally, a sample of the stale
+nodes' kubelets still answers (the data plane is alive; those that do not answer go on
+the pause's allow-list, so their pods may still be evicted). A few dead nodes in one
+zone with a healthy apiserver never pause anything: real failures must still be evicted.
+In ``policy`` mode the policy must be installed and kube-controller-manager must run
+with ``--use-service-account-credentials`` (else the policy matches nothing: refuse, and
+say why).
 
 Never left on: the pause carries ``expiresAt`` (``pause_seconds`` ahead, at most 30 min)
 and ``maxUntil`` (the hard cap). The leader re-checks every ``check_interval_seconds``:
@@ -56,8 +59,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urljoin
 
 import aiohttp
+import msgspec
 from prometheus_client import CollectorRegistry, Counter
 
 from kubeballast.core import evictionguard as eg
@@ -79,8 +84,10 @@ __all__ = [
     "EvictionGuard",
     "Signals",
     "evaluate",
+    "parse_view",
     "read_signals",
     "recovered",
+    "view_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -127,6 +134,10 @@ class Signals:
     wave_nodes_named: tuple[str, ...] = ()
     """The stale nodes whose Lease went stale at or after the wave's start: the wave's
     members (nodes dead since before the wave are not), by name."""
+    source: str = "metrics"
+    """Where they were read: ``view`` (/eviction-guard) or ``metrics`` (/metrics)."""
+    generated_at: float | None = None
+    """When the exporter assembled the view (None from /metrics)."""
 
 
 def parse_signals(text: str, now: float | None = None) -> Signals:
@@ -198,18 +209,152 @@ def parse_signals(text: str, now: float | None = None) -> Signals:
     )
 
 
-async def read_signals(url: str, timeout_seconds: float, now: float | None = None) -> Signals:
-    """GET the exporter's /metrics and parse it (``now`` names the wave's members)."""
+# The eviction-guard view, as exporter/guardview.py serves it. The receiver cannot import
+# the exporter: this is its own reading of the wire format (strict where it decides,
+# indifferent to fields it does not use).
+
+VIEW_KIND: Final = "kube-ballast/eviction-guard-view"
+VIEW_VERSION: Final = 1
+VIEW_SEGMENT: Final = "eviction-guard"
+
+
+class _ViewHeader(msgspec.Struct):
+    kind: str
+    version: int
+
+
+class _ViewCongestion(msgspec.Struct):
+    target: str
+    evaluated: bool
+    congested: bool
+    reasons: list[str]
+
+
+class _ViewWave(msgspec.Struct):
+    nodes: int
+    ratio: float
+    zones: int
+    start: float | None
+    stale_from: int | None
+
+
+class _View(msgspec.Struct):
+    kind: str
+    version: int
+    generated_at: float
+    synced: bool
+    congestion: list[_ViewCongestion]
+    nodes: int | None = None
+    grace_seconds: float | None = None
+    wave: _ViewWave | None = None
+    stale: list[str] = msgspec.field(default_factory=list)
+
+
+def view_url(metrics_url: str) -> str:
+    """The view's URL from ``exporter_url`` (the exporter's /metrics URL): its last path
+    segment replaced by ``eviction-guard`` (``http://exporter:9808/metrics`` ->
+    ``http://exporter:9808/eviction-guard``), the query string dropped."""
+    return urljoin(metrics_url, VIEW_SEGMENT)
+
+
+def parse_view(body: bytes, url: str) -> Signals | None:
+    """Signals from the view's JSON; None for a view version this receiver does not know
+    (read /metrics instead); SignalsUnavailableError when it is malformed or the exporter
+    has not synced."""
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_seconds)) as session,
-            session.get(url) as response,
-        ):
-            if response.status != 200:
+        header = msgspec.json.decode(body, type=_ViewHeader)
+        if header.kind != VIEW_KIND:
+            raise SignalsUnavailableError(
+                f"the exporter's answer at {url} is not an eviction-guard view "
+                f"(kind {header.kind[:80]!r})"
+            )
+        if header.version != VIEW_VERSION:
+            return None
+        view = msgspec.json.decode(body, type=_View)
+    except msgspec.MsgspecError as error:
+        raise SignalsUnavailableError(
+            f"the exporter's eviction-guard view at {url} is malformed: {error}"
+        ) from error
+    if not view.synced:
+        raise SignalsUnavailableError("the exporter's cluster state is not synced yet")
+    if view.grace_seconds is None or view.wave is None or view.nodes is None:
+        missing = [
+            name
+            for name, value in (
+                ("grace_seconds", view.grace_seconds),
+                ("wave", view.wave),
+                ("nodes", view.nodes),
+            )
+            if value is None
+        ]
+        raise SignalsUnavailableError(
+            f"the exporter's eviction-guard view at {url} is malformed: synced without "
+            + ", ".join(missing)
+        )
+    stale_from = view.wave.stale_from
+    if stale_from is not None and not 0 <= stale_from < len(view.stale):
+        raise SignalsUnavailableError(
+            f"the exporter's eviction-guard view at {url} is malformed: wave.stale_from "
+            f"{stale_from} is not an index of stale ({len(view.stale)} nodes)"
+        )
+    return Signals(
+        synced=True,
+        congestion_evaluated=any(c.evaluated for c in view.congestion),
+        congested=any(c.congested for c in view.congestion),
+        congestion_reasons=tuple(
+            sorted({f"{c.target}:{reason}" for c in view.congestion for reason in c.reasons})
+        ),
+        nodes=view.nodes,
+        wave_nodes=view.wave.nodes,
+        wave_ratio=view.wave.ratio,
+        wave_zones=view.wave.zones,
+        grace_seconds=view.grace_seconds,
+        stale_nodes=tuple(view.stale),
+        # As from /metrics: the stale nodes that went stale at or after the wave's start.
+        wave_nodes_named=(tuple(sorted(view.stale[stale_from:])) if stale_from is not None else ()),
+        source="view",
+        generated_at=view.generated_at,
+    )
+
+
+_FELL_BACK: set[str] = set()
+"""View URLs whose 404 was logged (once per URL and process, not every check)."""
+
+
+async def read_signals(url: str, timeout_seconds: float, now: float | None = None) -> Signals:
+    """The exporter's signals from its eviction-guard view (derived from ``url``, its
+    /metrics URL, by :func:`view_url`); from /metrics itself when the exporter answers
+    404 there (it predates the view) or serves a view version this receiver does not
+    know (``now`` then names the wave's members)."""
+    guard_url = view_url(url)
+    try:
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds)
+        ) as session:
+            async with session.get(guard_url) as response:
+                status = response.status
+                body = await response.read() if status == 200 else b""
+            if status == 200:
+                signals = parse_view(body, guard_url)
+                if signals is not None:
+                    return signals
+            elif status != 404:
                 raise SignalsUnavailableError(
-                    f"the exporter at {url} answered HTTP {response.status}"
+                    f"the exporter's eviction-guard view at {guard_url} answered HTTP {status}"
                 )
-            text = await response.text()
+            if guard_url not in _FELL_BACK:
+                _FELL_BACK.add(guard_url)
+                log.warning(
+                    "eviction guard: the exporter serves no eviction-guard view this "
+                    "receiver reads (%s); parsing its /metrics instead (upgrade the exporter)",
+                    f"HTTP {status}" if status != 200 else "unknown view version",
+                )
+            async with session.get(url) as response:
+                if response.status != 200:
+                    raise SignalsUnavailableError(
+                        f"the exporter at {url} answered HTTP {response.status}"
+                    )
+                text = await response.text()
     except (aiohttp.ClientError, TimeoutError, OSError) as error:
         raise SignalsUnavailableError(
             f"the exporter at {url} cannot be read: {type(error).__name__}: {error}"
@@ -426,11 +571,13 @@ class EvictionGuard:
         try:
             signals = await read_signals(config.exporter_url, timeout_seconds=10.0)
         except SignalsUnavailableError as error:
-            return Precondition(False, str(error))
+            return Precondition(False, str(error), retry=True)
         verdict = evaluate(signals, config)
         evidence = dict(verdict.evidence)
         if not verdict.holds:
-            return Precondition(False, verdict.why, evidence)
+            # The wave and the congestion verdict form over a minute or two, and one
+            # alert can arrive before the other's evidence: worth waiting for.
+            return Precondition(False, verdict.why, evidence, retry=True)
         if config.mode == "policy":
             installation = await eg.guard_installation(ctx.kube)
             if not installation.policy_ready:
