@@ -33,7 +33,7 @@ from kubeballast.exporter.catalog import Catalog, CollectorFactory, ExporterCont
 from kubeballast.exporter.clusterstate import shared_cluster_state
 from kubeballast.exporter.contract import MetricsCollector
 from kubeballast.exporter.server import run_exporter
-from kubeballast.exporter.state import BACKGROUND_REFRESH_SECONDS, StateCollector
+from kubeballast.exporter.state import exporter_collector
 
 RESYNC_SECONDS = 60.0
 
@@ -69,14 +69,7 @@ class MirroredClock:
 def _state_with_clock(clock: MirroredClock) -> CollectorFactory:
     def build(context: ExporterContext) -> Sequence[MetricsCollector]:
         state = shared_cluster_state(context)
-        collector = StateCollector(
-            state.snapshot,
-            context.config.state,
-            clock=clock.time,
-            background=True,
-            cache_seconds=BACKGROUND_REFRESH_SECONDS,
-            stale_limit_seconds=2 * BACKGROUND_REFRESH_SECONDS,
-        )
+        collector = exporter_collector(state.snapshot, context.config.state, clock=clock.time)
         context.on_close(collector.aclose)
         return [collector, state.collector()]
 

@@ -66,6 +66,8 @@ class Reading:
     pods_deleted: int | None = None
     deletions_denied: int | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
+    at: float = 0.0
+    """When it was read (epoch seconds), for scenarios that time what they saw."""
 
     def status_line(self) -> str:
         def n(value: float | None) -> str:

@@ -73,6 +73,9 @@ class Narrator:
 
     headless: bool
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    started: float | None = None
+    """While a scenario runs: when it began; notes then say how long ago (``t+12s``),
+    the timeline being the point of most scenarios."""
     _last: str = ""
     _live: bool = False
 
@@ -83,6 +86,8 @@ class Narrator:
 
     def note(self, text: str) -> None:
         self._end_live()
+        if self.started is not None:
+            text = f"t+{time.time() - self.started:<4.0f} {text}"
         self.out.write(f"    {text}\n")
         self.out.flush()
 
@@ -102,6 +107,15 @@ class Narrator:
             self.out.write("\n")
             self._live = False
             self._last = ""
+
+
+@dataclass(frozen=True)
+class Milestone:
+    """Something a scenario expects to see happen, and how to tell it."""
+
+    key: str
+    reached: Callable[[Reading], bool]
+    say: Callable[[Reading], str]
 
 
 @dataclass
@@ -168,6 +182,24 @@ class Context:
             time.sleep(POLL_SECONDS)  # the display's pace, for a fixed observation time
             reading = self.read()
         return reading
+
+    def follow(self, milestones: list[Milestone], *, within: float) -> dict[str, Reading]:
+        """Poll every part until every milestone was seen (or ``within`` seconds),
+        narrating each one the moment it is first seen, in the order they happen: the
+        first reading that shows each, stamped with ``at``."""
+        deadline = time.monotonic() + within
+        seen: dict[str, Reading] = {}
+        while True:
+            reading = self.read()
+            reading.at = time.time()
+            self.narrator.progress(reading.status_line())
+            for milestone in milestones:
+                if milestone.key not in seen and milestone.reached(reading):
+                    seen[milestone.key] = reading
+                    self.narrator.note(milestone.say(reading))
+            if len(seen) == len(milestones) or time.monotonic() > deadline:
+                return seen
+            time.sleep(POLL_SECONDS)  # the display's pace, bounded by the deadline
 
     def alert_routed(self, alertname: str) -> bool:
         return any(
@@ -241,15 +273,54 @@ def _renew_lease_over_http(ctx: Context, stop: threading.Event) -> None:
         stop.wait(0.1)  # a kubelet's pace of retries, not synchronisation
 
 
+def _deleted(before: Reading, after: Reading) -> int:
+    """Pods the node-lifecycle controller deleted between two readings."""
+    return (after.pods_deleted or 0) - (before.pods_deleted or 0)
+
+
+def _short_toleration_nodes(ctx: Context) -> list[str]:
+    """The nodes of the pods that tolerate an unreachable node for less than the default
+    300 s (team-e/fast-failover's 60 s): the first pods the node-lifecycle controller
+    deletes. Listed page by page, as a gentle client does."""
+    nodes: set[str] = set()
+    token = ""
+    while True:
+        query = "limit=2000" + (f"&continue={urllib.parse.quote(token)}" if token else "")
+        page = ctx.sim_get(f"/api/v1/pods?{query}")
+        for pod in page["items"]:
+            spec = pod.get("spec") or {}
+            for toleration in spec.get("tolerations") or []:
+                seconds = toleration.get("tolerationSeconds")
+                if (
+                    toleration.get("key") == "node.kubernetes.io/unreachable"
+                    and seconds is not None
+                    and seconds < DEFAULT_TOLERATION_SECONDS
+                    and spec.get("nodeName")
+                ):
+                    nodes.add(spec["nodeName"])
+        token = (page.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return sorted(nodes)
+
+
 def congestion(ctx: Context) -> dict[str, Any]:
     started = time.time()
     before = ctx.read()
     pause_available = "eviction-pause" in ctx.actions()
+    # The starved share always includes the nodes of the pods with the shortest
+    # tolerations, so that every run shows the worst case: those pods are the first
+    # the node-lifecycle controller would delete.
+    first_to_go = _short_toleration_nodes(ctx)
     ctx.narrator.step(
         f"congestion: API Priority and Fairness sheds node-high: {CONGESTION_STARVED_FRACTION:.0%}"
         " of each zone's kubelets lose every heartbeat (429), the others "
         f"{CONGESTION_LEASE_REJECT_FRACTION:.0%} of theirs"
     )
+    if first_to_go:
+        ctx.narrator.note(
+            f"among them the {len(first_to_go)} nodes running pods that tolerate an "
+            "unreachable node for less than 300 s: the first pods to be deleted"
+        )
     if not pause_available:
         ctx.narrator.note(
             "this receiver has no eviction-pause action: the guard cannot pause evictions, "
@@ -264,57 +335,84 @@ def congestion(ctx: Context) -> dict[str, Any]:
                 "lease_reject_fraction": CONGESTION_LEASE_REJECT_FRACTION,
                 "starved_node_fraction": CONGESTION_STARVED_FRACTION,
                 # The node whose Lease is also renewed over HTTP, so that its 429s show
-                # on /metrics in every scrape interval.
-                "starved_nodes": [ctx.state["simulator"]["node"]],
+                # on /metrics in every scrape interval, and the first to go.
+                "starved_nodes": sorted({ctx.state["simulator"]["node"], *first_to_go}),
             }
         }
     )
-    outcome: dict[str, Any] = {"scenario": "congestion", "pause_available": pause_available}
+    began = time.time()
+    outcome: dict[str, Any] = {
+        "scenario": "congestion",
+        "pause_available": pause_available,
+        "short_toleration_nodes": len(first_to_go),
+    }
     try:
-        reading = ctx.wait("the exporter seeing stale Leases", lambda r: bool(r.stale_nodes))
-        ctx.narrator.note(
-            f"exporter: {reading.stale_nodes} nodes' Leases stale "
-            f"({', '.join(f'{z} {v:g}' for z, v in sorted(reading.stale_by_zone.items()))}); "
-            f"pods predicted to be evicted: {reading.imminent_evictions or 0:g}"
-        )
-        ctx.wait("KubeApiserverCongested firing", lambda r: "KubeApiserverCongested" in r.firing)
-        ctx.narrator.note("Prometheus: KubeApiserverCongested fires (the exporter's verdict)")
-        ctx.wait("KubeNodeHeartbeatStorm firing", lambda r: "KubeNodeHeartbeatStorm" in r.firing)
-        ctx.narrator.note(
-            "Prometheus: KubeNodeHeartbeatStorm fires: stale Leases in several zones at "
-            "once while the apiserver is congested"
-        )
-        ctx.wait(
-            "KubeNodeHeartbeatStorm in Alertmanager",
-            lambda r: ctx.alert_routed("KubeNodeHeartbeatStorm"),
-        )
-        ctx.narrator.note("Alertmanager: routed to the kube-ballast receiver")
         # Watch for as long as the pods' tolerations (300 s of simulated time) would
         # take to run out, plus the grace period: what was going to be evicted is.
         window = (DEFAULT_TOLERATION_SECONDS + GRACE_PERIOD_SECONDS) / ctx.clock_factor + 5
-        pause_landed = False
-        deleted_before_pause: int | None = None
+        milestones = [
+            Milestone(
+                "stale",
+                lambda r: bool(r.stale_nodes),
+                lambda r: (
+                    f"exporter: {r.stale_nodes} nodes' Leases stale ("
+                    + ", ".join(f"{z} {v:g}" for z, v in sorted(r.stale_by_zone.items()))
+                    + f"); pods predicted to be evicted: {r.imminent_evictions or 0:g}"
+                ),
+            ),
+            Milestone(
+                "congested",
+                lambda r: "KubeApiserverCongested" in r.firing,
+                lambda r: "Prometheus: KubeApiserverCongested fires (the exporter's verdict)",
+            ),
+            Milestone(
+                "storm",
+                lambda r: "KubeNodeHeartbeatStorm" in r.firing,
+                lambda r: (
+                    "Prometheus: KubeNodeHeartbeatStorm fires: stale Leases in several "
+                    "zones at once while the apiserver is congested"
+                ),
+            ),
+            Milestone(
+                "routed",
+                lambda r: (
+                    ctx.alert_routed("KubeApiserverCongested")
+                    or ctx.alert_routed("KubeNodeHeartbeatStorm")
+                ),
+                lambda r: "Alertmanager: routed to the kube-ballast receiver",
+            ),
+        ]
         if pause_available:
-            try:
-                paused = ctx.wait(
-                    "the eviction pause", lambda r: r.guard == "paused", within=window
+            milestones.append(
+                Milestone(
+                    "paused",
+                    lambda r: r.guard == "paused",
+                    lambda r: (
+                        "guard: evictions paused (ConfigMap kube-ballast/eviction-guard); "
+                        f"pods deleted before that: {_deleted(before, r)}"
+                    ),
                 )
-                pause_landed = True
-                # Read after the pause was written: every deletion counted here came
-                # before it, so any counted later got through a pause in force.
-                deleted_before_pause = (paused.pods_deleted or 0) - (before.pods_deleted or 0)
-                ctx.narrator.note(
-                    f"guard: evictions paused (ConfigMap kube-ballast/eviction-guard), "
-                    f"{time.time() - started:.0f} s after the congestion began; pods deleted "
-                    f"before that: {deleted_before_pause}"
-                )
-            except ScenarioError as error:
-                ctx.narrator.note(f"guard: no pause: {error}")
+            )
+        seen = ctx.follow(milestones, within=max(window, 60.0))
+        missing = [m.key for m in milestones if m.key not in seen and m.key != "paused"]
+        if missing:
+            raise ScenarioError(f"not seen within {max(window, 60.0):.0f} s: {', '.join(missing)}")
+        pause_landed = "paused" in seen
+        deleted_before_pause: int | None = None
+        if pause_landed:
+            # Read as soon as the pause was seen (every second): every deletion counted
+            # here came before it, so any counted later got through a pause in force.
+            deleted_before_pause = _deleted(before, seen["paused"])
+            outcome["seconds_to_pause"] = round(seen["paused"].at - began, 1)
+        elif pause_available:
+            ctx.narrator.note(f"guard: no pause within {max(window, 60.0):.0f} s")
+        # Until the default tolerations of the first stale nodes' pods have run out.
+        remaining = max(5.0, began + window - time.time())
         ctx.narrator.step(
-            f"watching {window:.0f} s: the pods' 300 s tolerations run out in that time"
+            f"watching {remaining:.0f} s more: the pods' 300 s tolerations run out by then"
         )
-        after = ctx.watch(window)
-        deleted = (after.pods_deleted or 0) - (before.pods_deleted or 0)
+        after = ctx.watch(remaining)
+        deleted = _deleted(before, after)
         denied = (after.deletions_denied or 0) - (before.deletions_denied or 0)
         records = _records_summary(after.records, started)
         outcome.update(
@@ -336,6 +434,13 @@ def congestion(ctx: Context) -> dict[str, Any]:
         )
         ctx.narrator.step("outcome")
         _narrate_records(ctx, records)
+        if pause_landed:
+            ctx.narrator.note(
+                f"the pause landed {outcome['seconds_to_pause']:g} s after the congestion "
+                f"began; pods tolerating an unreachable node for 60 s would have been "
+                f"deleted about {(GRACE_PERIOD_SECONDS + 60) / ctx.clock_factor + 2:.0f} s "
+                "after it began"
+            )
         ctx.narrator.note(
             f"pods the exporter predicted to be evicted (kubeballast_zone_imminent_pod_evictions,"
             f" at most): {ctx.maximum_imminent:g}"
@@ -678,4 +783,8 @@ def run_scenario(
     """Run scenario ``name`` against the running demo described by ``state``;
     ``await_resume=False`` returns without waiting for an eviction pause to end."""
     ctx = Context(state, narrator, await_resume=await_resume)
-    return SCENARIOS[name](ctx)
+    narrator.started = time.time()
+    try:
+        return SCENARIOS[name](ctx)
+    finally:
+        narrator.started = None

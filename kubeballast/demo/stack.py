@@ -10,20 +10,22 @@ free loopback ports and is started and stopped by this module (by PID, see
 
 What differs from a production setup, and why (docs/demo.md says the same to users):
 
-- The simulator runs faster than real time (``--clock-factor``, 5 by default): the
-  50 s grace period takes 10 s and the 300 s toleration 60 s. The exporter reads the
+- The simulator runs faster than real time (``--clock-factor``, 2 by default): the
+  50 s grace period takes 25 s and the 300 s toleration 150 s. The exporter reads the
   simulator's clock (``kubeballast.demo.exporter``).
-- Scrape and rule evaluation every 5 s, and every rule's ``for:`` capped (20 s by
-  default; ``--shipped-for`` keeps the shipped ones, up to 10 minutes), so that a
-  scenario takes a minute or two rather than a quarter of an hour. The two go
-  together: in production the heartbeat-storm alert (``for: 1m``) and the pause land
-  well within the pods' 300 s toleration, and with 5 s intervals, a 20 s ``for:`` and
-  Alertmanager's 10 s ``group_wait`` they still land within the 60 s the toleration
-  takes here (at a clock factor of 10 they did not: pods went before the pause).
+- Scrape and rule evaluation every 5 s, every rule's ``for:`` capped (20 s by default;
+  ``--shipped-for`` keeps the shipped ones, up to 10 minutes), and Alertmanager's
+  ``group_wait``/``group_interval`` divided by the clock factor, so that a scenario
+  takes minutes rather than a quarter of an hour. The alert path runs in real time
+  while the cluster's clock runs faster, so the factor stays low: in production the
+  pause lands about 85 s after the heartbeats stop, before even the pods tolerating an
+  unreachable node for 60 s go (at 50 s + 60 s); at a factor of 2 they would go some
+  57 s into the congestion and the pause lands at about 30 s. At a factor of 5 they go
+  at 23 s, before the alert path can finish.
 - The ``oncall`` receiver of the shipped Alertmanager configuration has no integration
   (nobody is paged by a demo); the ``kube-ballast`` receiver points at the local
   receiver with a generated bearer token. Routing, grouping and inhibition are as
-  shipped; ``fast`` (the tests) also shortens ``group_wait``/``group_interval``.
+  shipped; ``fast`` (the tests) sets ``group_wait``/``group_interval`` to 1 s / 5 s.
 - The receiver runs with ``dry_run: false`` and the actions the demo needs enabled,
   with budgets sized for repeated scenarios rather than for production.
 
@@ -97,7 +99,10 @@ class DemoOptions:
     nodes: int = 500
     zones: int = 3
     pods_per_node: int = 30
-    clock_factor: float = 5.0
+    clock_factor: float = 2.0
+    """Simulated seconds per real second. The alert path (scrapes, ``for:``,
+    Alertmanager, the receiver) runs in real time: at 2 the pause lands well before the
+    first pods' tolerations run out, as in production (docs/demo.md)."""
     interval_seconds: float = 5.0
     """Prometheus' scrape and evaluation interval."""
     for_cap_seconds: float | None = 20.0
@@ -145,16 +150,23 @@ _DURATION = re.compile(r"^(\d+)([smh])$")
 _FOR_LINE = re.compile(r"^(\s+for: )(\S+)\s*$", re.MULTILINE)
 
 
+def _seconds(text: str) -> int | None:
+    """A Prometheus-style duration of one unit (``30s``, ``5m``, ``1h``) in seconds."""
+    duration = _DURATION.match(text)
+    if duration is None:
+        return None
+    return int(duration.group(1)) * {"s": 1, "m": 60, "h": 3600}[duration.group(2)]
+
+
 def cap_for(text: str, cap_seconds: float | None) -> str:
     """Rule-file text with every ``for:`` longer than ``cap_seconds`` set to it."""
     if cap_seconds is None:
         return text
 
     def shorten(match: re.Match[str]) -> str:
-        duration = _DURATION.match(match.group(2))
-        if duration is None:
+        seconds = _seconds(match.group(2))
+        if seconds is None:
             return match.group(0)
-        seconds = int(duration.group(1)) * {"s": 1, "m": 60, "h": 3600}[duration.group(2)]
         if seconds <= cap_seconds:
             return match.group(0)
         return f"{match.group(1)}{max(1, round(cap_seconds))}s"
@@ -488,6 +500,9 @@ class Demo:
                 "listen": {"host": "127.0.0.1", "port": exporter_port},
                 "kubernetes": {"kubeconfig_path": str(kubeconfig)},
                 "apiservers": [target("apiserver-1", sim_url)],
+                # Fresh cluster-state families at every scrape: a demo's cluster is small
+                # and its time compressed (a 5000-node one renders every 5 s at most).
+                "state": {"min_render_interval_seconds": max(1.0, self.options.nodes / 1000)},
                 "schedulers": [
                     target("kube-scheduler", c["url"])
                     for n, c in components.items()
@@ -519,6 +534,9 @@ class Demo:
                             "max_nodes": 5000,
                             "max_members": 100,
                             "max_cluster_fraction": 1.0,
+                            # An alert that arrives before its evidence (the wave)
+                            # waits for it, re-checked at the guard's pace.
+                            "precondition_recheck_seconds": 2.0,
                         }
                         for name in actions
                     ],
@@ -533,12 +551,17 @@ class Demo:
 
     def _alertmanager_config(self, receiver_url: str, token_file: Path) -> dict[str, Any]:
         config: dict[str, Any] = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
-        if self.options.fast_notifications:
-            for route in [config["route"], *config["route"].get("routes", [])]:
-                if "group_wait" in route or route is config["route"]:
-                    route["group_wait"] = "1s"
-                if "group_interval" in route or route is config["route"]:
-                    route["group_interval"] = "5s"
+        for route in [config["route"], *config["route"].get("routes", [])]:
+            for key, fast in (("group_wait", 1), ("group_interval", 5)):
+                if key not in route and route is not config["route"]:
+                    continue
+                if self.options.fast_notifications:
+                    route[key] = f"{fast}s"
+                else:
+                    # Alertmanager's waits run as much faster as the cluster's clock.
+                    shipped = _seconds(str(route[key]))
+                    if shipped is not None:
+                        route[key] = f"{max(1, round(shipped / self.options.clock_factor))}s"
         for receiver in config["receivers"]:
             hooks = receiver.get("webhook_configs", [])
             if receiver["name"] == "kube-ballast":

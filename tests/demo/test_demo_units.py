@@ -6,10 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from kubeballast.demo.stack import RULES_DIR, cap_for
+from kubeballast.demo.processes import Processes
+from kubeballast.demo.stack import RULES_DIR, Demo, DemoOptions, cap_for
 
 RULE = """groups:
   - name: g
@@ -67,3 +69,33 @@ def test_demo_scenario_without_a_running_demo_says_so(tmp_path: Path) -> None:
     result = _demo("scenario", "congestion", "--state-file", str(tmp_path / "none.json"))
     assert result.returncode == 1
     assert "no running demo" in result.stderr
+
+
+def _alertmanager_routes(tmp_path: Path, **options: Any) -> list[dict[str, str]]:
+    """Each route's waits: the root, then its child routes in order."""
+    demo = Demo(DemoOptions(**options), tmp_path, Processes(tmp_path), tmp_path / "state.json")
+    config = demo._alertmanager_config("http://127.0.0.1:1", tmp_path / "token")
+    routes = [config["route"], *config["route"]["routes"]]
+    return [{k: r[k] for k in ("group_wait", "group_interval") if k in r} for r in routes]
+
+
+def test_demo_alertmanager_waits_follow_the_cluster_clock(tmp_path: Path) -> None:
+    # Shipped: the root 30s / 5m, the kube-ballast route 10s / 1m, the critical
+    # oncall route inherits the root's.
+    assert _alertmanager_routes(tmp_path, clock_factor=2.0) == [
+        {"group_wait": "15s", "group_interval": "150s"},
+        {"group_wait": "5s", "group_interval": "30s"},
+        {},
+    ]
+    assert _alertmanager_routes(tmp_path, clock_factor=1.0)[1] == {
+        "group_wait": "10s",
+        "group_interval": "60s",
+    }
+    assert _alertmanager_routes(tmp_path, clock_factor=100.0)[1] == {
+        "group_wait": "1s",
+        "group_interval": "1s",
+    }
+    assert _alertmanager_routes(tmp_path, fast_notifications=True)[1] == {
+        "group_wait": "1s",
+        "group_interval": "5s",
+    }
