@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from loopback import ALERTMANAGER, PROMETHEUS, free_port, process, require, serve, wait_ready
+from loopback import ALERTMANAGER, PROMETHEUS, require, serve, start_alertmanager, start_prometheus
 
 from kubeballast.core.config import ReceiverAuthConfig, ReceiverConfig
 from kubeballast.remediations.engine import Engine
@@ -84,17 +84,6 @@ async def pipeline(
             else:
                 for key in [key for key in entry if key.endswith("_configs")]:
                     del entry[key]
-        am_file = tmp / "alertmanager.yml"
-        am_file.write_text(yaml.safe_dump(am_config))
-        am_port = free_port()
-        am_args = [
-            str(ALERTMANAGER),
-            f"--config.file={am_file}",
-            f"--storage.path={tmp / 'alertmanager-data'}",
-            f"--web.listen-address=127.0.0.1:{am_port}",
-            "--cluster.listen-address=",
-            "--log.level=warn",
-        ]
         rules = tmp / "rules"
         rules.mkdir()
         rule_files = []
@@ -104,46 +93,28 @@ async def pipeline(
                 text = storm_for(text, intervals.storm_for)
             (rules / rule_file.name).write_text(text)
             rule_files.append(str(rules / rule_file.name))
-        prom_file = tmp / "prometheus.yml"
-        prom_file.write_text(
-            yaml.safe_dump(
-                {
-                    "global": {
-                        "scrape_interval": intervals.scrape,
-                        "scrape_timeout": intervals.scrape,
-                        "evaluation_interval": intervals.evaluation,
-                        "external_labels": {"cluster": CLUSTER},
-                    },
-                    "rule_files": rule_files,
-                    "alerting": {
-                        "alertmanagers": [
-                            {"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}
-                        ]
-                    },
-                    "scrape_configs": [
-                        {
-                            "job_name": "kube-ballast-exporter",
-                            "static_configs": [{"targets": [exporter_url.removeprefix("http://")]}],
-                        }
-                    ],
-                }
-            )
-        )
-        prom_port = free_port()
-        prom_args = [
-            str(PROMETHEUS),
-            f"--config.file={prom_file}",
-            f"--storage.tsdb.path={tmp / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-            "--rules.alert.resend-delay=1s",
-            "--log.level=warn",
-        ]
-        async with (
-            process(am_args, tmp / "alertmanager.log") as am,
-            process(prom_args, tmp / "prometheus.log") as prom,
-        ):
-            am_url = f"http://127.0.0.1:{am_port}"
-            prom_url = f"http://127.0.0.1:{prom_port}"
-            await wait_ready(am_url, am, "Alertmanager")
-            await wait_ready(prom_url, prom, "Prometheus")
-            yield Pipeline(prom_url, am_url, receiver)
+        async with start_alertmanager(tmp, am_config) as am_url:
+            prom_config = {
+                "global": {
+                    "scrape_interval": intervals.scrape,
+                    "scrape_timeout": intervals.scrape,
+                    "evaluation_interval": intervals.evaluation,
+                    "external_labels": {"cluster": CLUSTER},
+                },
+                "rule_files": rule_files,
+                "alerting": {
+                    "alertmanagers": [
+                        {"static_configs": [{"targets": [am_url.removeprefix("http://")]}]}
+                    ]
+                },
+                "scrape_configs": [
+                    {
+                        "job_name": "kube-ballast-exporter",
+                        "static_configs": [{"targets": [exporter_url.removeprefix("http://")]}],
+                    }
+                ],
+            }
+            async with start_prometheus(
+                tmp, prom_config, "--rules.alert.resend-delay=1s"
+            ) as prom_url:
+                yield Pipeline(prom_url, am_url, receiver)

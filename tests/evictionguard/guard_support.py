@@ -67,6 +67,8 @@ NODE_TOKEN = "node-0000-token"
 CLOCK_FACTOR = 20.0
 DEADLINE = 90.0
 STARVED = 0.4
+WAVE_ZONES = "kubeballast_lease_stale_wave_zones"
+CONGESTED = "kubeballast_apiserver_congested"
 
 
 async def eventually(
@@ -176,6 +178,10 @@ class Stack:
             cooldown_seconds=0.0,
             max_nodes=0,
             max_cluster_fraction=0.0,
+            # The scenarios that expect a refusal see it after this wait (the shipped
+            # 240 s would add 12 real seconds to each at a clock factor of 20).
+            precondition_wait_seconds=40.0,
+            precondition_recheck_seconds=4.0,
         )
         remediations = RemediationsConfig(
             namespace="kube-ballast",
@@ -225,11 +231,33 @@ class Stack:
         ):
             return await r.text()
 
-    async def metric(self, name: str) -> float | None:
+    async def values(self, *names: str) -> dict[str, float | None]:
+        """The first sample of each of ``names`` (None: absent), all from one scrape."""
+        found: dict[str, float | None] = dict.fromkeys(names)
+        missing = set(names)
         for line in (await self.metrics()).splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-        return None
+            for name in list(missing):
+                if line.startswith((name + " ", name + "{")):
+                    found[name] = float(line.rsplit(" ", 1)[1])
+                    missing.discard(name)
+            if not missing:
+                break
+        return found
+
+    async def metric(self, name: str) -> float | None:
+        return (await self.values(name))[name]
+
+    async def storming(self) -> bool:
+        """What KubeNodeHeartbeatStorm waits for, in one scrape: the heartbeat wave
+        spanning at least two zones and the apiserver congestion verdict."""
+        seen = await self.values(WAVE_ZONES, CONGESTED)
+        return (seen[WAVE_ZONES] or 0) >= 2 and seen[CONGESTED] == 1
+
+    async def storm(self, within: float = DEADLINE) -> None:
+        """Wait until the exporter shows the storm. The wave alone can come first (the
+        congestion verdict needs two of the apiserver's scrapes), and the guard would
+        rightly refuse an alert handed over before both hold."""
+        await eventually(self.storming, "the exporter shows the wave and the congestion", within)
 
     async def pause(self) -> eg.PauseState | None:
         stored = await eg.read_pause(self.api)
@@ -238,6 +266,50 @@ class Stack:
     async def paused(self) -> bool:
         state = await self.pause()
         return state is not None and state.paused
+
+
+Scenario = Callable[[Path], Awaitable[None]]
+
+
+class Scenarios:
+    """Scenarios run side by side, at most ``limit`` at a time, each on its own stack.
+
+    A scenario spends most of its wall time waiting for simulated minutes to pass (the
+    grace period, the 300 s toleration, the recovery's hysteresis) while a stack takes
+    about a sixth of a core: run one after the other, the module took three minutes of
+    mostly idle waiting. Each scenario still has its own simulator, exporter and engine
+    (nothing is shared but the event loop), and its test awaits its outcome, so a
+    failure is reported, with its traceback, by the test it belongs to. The limit keeps
+    the event loop (one core at most) far from saturated on a loaded two-core machine:
+    the simulated clock runs on regardless, so a lagging loop would shrink the margins
+    the scenarios assert.
+    """
+
+    def __init__(self, tmp: Callable[[str], Path], limit: int) -> None:
+        self._tmp = tmp
+        self._slots = asyncio.Semaphore(limit)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, scenario: Scenario) -> asyncio.Task[None]:
+        name = scenario.__name__.strip("_")
+        if name not in self._tasks:
+            self._tasks[name] = asyncio.create_task(self._run(scenario, name), name=name)
+        return self._tasks[name]
+
+    async def _run(self, scenario: Scenario, name: str) -> None:
+        async with self._slots:
+            # Every deadline inside the scenario counts from here, once it has a slot.
+            await scenario(self._tmp(name))
+
+    async def outcome(self, scenario: Scenario) -> None:
+        """Wait for ``scenario`` (started now if it was not yet); its failure raises."""
+        await asyncio.shield(self.start(scenario))
+
+    async def aclose(self) -> None:
+        """Cancel what did not finish (a run stopped early), each stack torn down."""
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
 
 def storm_alert(name: str = "KubeNodeHeartbeatStorm") -> AlertGroup:

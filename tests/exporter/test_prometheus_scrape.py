@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import signal
-import socket
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import yaml
+from loopback import PROMTOOL, free_port, poll, require, run_command, start_prometheus
 
 from kubeballast.core.config import (
     ExporterConfig,
@@ -36,37 +31,9 @@ from kubeballast.simulator.kubeconfig import write_kubeconfig
 from kubeballast.simulator.server import ApiServer, attach_control_plane, build_server
 from kubeballast.simulator.settings import ScenarioSettings, SimulatorSettings
 
-PROMETHEUS = "/usr/bin/prometheus"
-PROMTOOL = "/usr/bin/promtool"
 DEADLINE_SECONDS = 90.0
 """Prometheus starts in a second or two on an idle machine; a loaded CI runner with two
 cores gets much longer before the test gives up."""
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-async def _poll(check: Any, what: str, within: float = DEADLINE_SECONDS) -> Any:
-    """Call the async ``check`` until it returns something truthy; fail after ``within``."""
-    deadline = time.monotonic() + within
-    last_error: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = await check()
-        except (aiohttp.ClientError, OSError) as error:
-            result, last_error = None, error
-        if result:
-            return result
-        await asyncio.sleep(0.2)
-    pytest.fail(f"{what} within {within:g} s (last error: {last_error!r})")
 
 
 @pytest.fixture
@@ -96,7 +63,7 @@ async def exporter_url(simulator: ApiServer, tmp_path: Path) -> AsyncIterator[st
     def target(name: str, url: str) -> TargetConfig:
         return TargetConfig(name=name, url=url, bearer_token_file=str(token), interval_seconds=1.0)
 
-    (port,) = _free_ports(1)
+    port = free_port()
     config = ExporterConfig(
         listen=ListenConfig(host="127.0.0.1", port=port),
         kubernetes=KubernetesAccessConfig(kubeconfig_path=str(kubeconfig)),
@@ -117,7 +84,7 @@ async def exporter_url(simulator: ApiServer, tmp_path: Path) -> AsyncIterator[st
                 async with session.get(f"{url}/readyz") as response:
                     return response.status == 200
 
-            await _poll(ready, "the exporter did not become ready")
+            await poll(ready, "the exporter did not become ready", DEADLINE_SECONDS)
         yield url
     finally:
         task.cancel()
@@ -128,48 +95,17 @@ async def exporter_url(simulator: ApiServer, tmp_path: Path) -> AsyncIterator[st
 @pytest.fixture
 async def prometheus(exporter_url: str, tmp_path: Path) -> AsyncIterator[str]:
     """Prometheus on loopback scraping the exporter every second; yields its URL."""
-    assert shutil.which(PROMETHEUS), f"{PROMETHEUS} is required (apt: prometheus)"
-    (port,) = _free_ports(1)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [
             {
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                "scrape_configs": [
-                    {
-                        "job_name": "kube-ballast",
-                        "static_configs": [{"targets": [exporter_url.removeprefix("http://")]}],
-                    }
-                ],
+                "job_name": "kube-ballast",
+                "static_configs": [{"targets": [exporter_url.removeprefix("http://")]}],
             }
-        )
-    )
-    log_path = tmp_path / "prometheus.log"
-    with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            PROMETHEUS,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,  # its own process group, to clean up after a failure
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
+        ],
+    }
+    async with start_prometheus(tmp_path, config, within=DEADLINE_SECONDS) as url:
         yield url
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
-        if process.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):
-            print(log_path.read_text(errors="replace"))
 
 
 async def test_prometheus_scrapes_the_exporter_and_queries_its_metrics(
@@ -185,7 +121,9 @@ async def test_prometheus_scrapes_the_exporter_and_queries_its_metrics(
             healthy = [t for t in targets if t["health"] == "up"]
             return healthy[0] if healthy else None
 
-        target = await _poll(target_up, "Prometheus did not report the exporter up")
+        target = await poll(
+            target_up, "Prometheus did not report the exporter up", DEADLINE_SECONDS
+        )
         assert target["lastError"] == ""
         assert target["labels"]["job"] == "kube-ballast"
 
@@ -202,7 +140,9 @@ async def test_prometheus_scrapes_the_exporter_and_queries_its_metrics(
         async def build_info() -> list[dict[str, Any]]:
             return await query("kubeballast_build_info")
 
-        (series,) = await _poll(build_info, "kubeballast_build_info was not queryable")
+        (series,) = await poll(
+            build_info, "kubeballast_build_info was not queryable", DEADLINE_SECONDS
+        )
         assert series["metric"]["job"] == "kube-ballast"
         assert series["value"][1] == "1"
         # The exporter's own health counter is there from zero for every area.
@@ -214,7 +154,7 @@ async def test_prometheus_scrapes_the_exporter_and_queries_its_metrics(
         async def sources() -> list[dict[str, Any]]:
             return await query("kubeballast_source_up")
 
-        health = await _poll(sources, "kubeballast_source_up was not queryable")
+        health = await poll(sources, "kubeballast_source_up was not queryable", DEADLINE_SECONDS)
         # Prometheus' own instance label is the exporter; the source's is target.
         assert {s["metric"]["instance"] for s in health} == {exporter_url.removeprefix("http://")}
         assert not [s for s in health if "exported_instance" in s["metric"]]
@@ -223,20 +163,14 @@ async def test_prometheus_scrapes_the_exporter_and_queries_its_metrics(
 
 
 async def test_promtool_has_nothing_to_say_about_a_scrape(exporter_url: str) -> None:
-    assert shutil.which(PROMTOOL), f"{PROMTOOL} is required (apt: prometheus)"
+    require(PROMTOOL, "prometheus")
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"{exporter_url}/metrics") as response,
     ):
         assert response.status == 200
         body = await response.read()
-    process = await asyncio.create_subprocess_exec(
-        PROMTOOL,
-        "check",
-        "metrics",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    returncode, stdout, stderr = await run_command(
+        [str(PROMTOOL), "check", "metrics"], stdin=body, within=DEADLINE_SECONDS
     )
-    output, _ = await asyncio.wait_for(process.communicate(body), DEADLINE_SECONDS)
-    assert (process.returncode, output.decode()) == (0, "")
+    assert (returncode, (stdout + stderr).decode()) == (0, "")

@@ -196,14 +196,6 @@ def not_passing(report: Report) -> dict[str, str]:
     }
 
 
-async def eventually(predicate: Any, within: float = 30.0, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + within
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(interval)
-
-
 @dataclass
 class Cluster:
     server: ApiServer

@@ -11,21 +11,15 @@ accepts anyone, a rule pointing at a runbook that does not exist.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import shutil
-import signal
-import socket
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
-from aiohttp import web
+from loopback import poll, serve, start_alertmanager, start_prometheus
 from selfcheck_support import REPO, Cluster, check, run
 
 from kubeballast.core.config import ReceiverAuthConfig, ReceiverConfig
@@ -35,8 +29,6 @@ from kubeballast.selfcheck.model import Status
 
 pytestmark = pytest.mark.timeout(180)
 
-PROMETHEUS = Path("/usr/bin/prometheus")
-ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
 RULES = sorted((REPO / "alerts").glob("*.yaml"))
 
 
@@ -47,62 +39,9 @@ class RefusingIntake:
         raise AssertionError(f"an unauthenticated request reached the intake: {group!r}")
 
 
-def tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-2000:]
-
-
-def installed(binary: Path) -> bool:
-    return binary.exists()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.asynccontextmanager
-async def process(args: list[str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-
-
-async def wait_ready(url: str, proc: asyncio.subprocess.Process, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            assert proc.returncode is None, tail(log)
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"{url}/-/ready") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} not ready: {tail(log)}")
-
-
-@contextlib.asynccontextmanager
-async def prometheus(
+def prometheus(
     tmp_path: Path, rules: list[Path], alertmanager: str | None
-) -> AsyncIterator[str]:
-    if not installed(PROMETHEUS):
-        pytest.fail("prometheus is not installed (make test installs the Debian package)")
+) -> contextlib.AbstractAsyncContextManager[str]:
     config: dict[str, Any] = {
         "global": {"evaluation_interval": "1s"},
         "rule_files": [str(path) for path in rules],
@@ -110,45 +49,15 @@ async def prometheus(
     if alertmanager is not None:
         target = alertmanager.removeprefix("http://")
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [target]}]}]}
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "prometheus.log"
-    args = [
-        str(PROMETHEUS),
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=warn",
-    ]
-    async with process(args, log) as proc:
-        await wait_ready(url, proc, log)
-        yield url
+    return start_prometheus(tmp_path, config)
 
 
-@contextlib.asynccontextmanager
-async def alertmanager(tmp_path: Path, webhook: str) -> AsyncIterator[str]:
-    if not installed(ALERTMANAGER):
-        pytest.fail("prometheus-alertmanager is not installed (make test installs it)")
+def alertmanager(tmp_path: Path, webhook: str) -> contextlib.AbstractAsyncContextManager[str]:
     config = {
         "route": {"receiver": "kube-ballast"},
         "receivers": [{"name": "kube-ballast", "webhook_configs": [{"url": webhook}]}],
     }
-    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "alertmanager.log"
-    args = [
-        str(ALERTMANAGER),
-        f"--config.file={tmp_path / 'alertmanager.yml'}",
-        f"--storage.path={tmp_path / 'am-data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--cluster.listen-address=",
-        "--log.level=warn",
-    ]
-    async with process(args, log) as proc:
-        await wait_ready(url, proc, log)
-        yield url
+    return start_alertmanager(tmp_path, config)
 
 
 @contextlib.asynccontextmanager
@@ -161,14 +70,8 @@ async def receiver(tmp_path: Path, *, authenticated: bool) -> AsyncIterator[str]
         else ReceiverAuthConfig(allow_unauthenticated=True)
     )
     config = ReceiverConfig(auth=auth)
-    runner = web.AppRunner(create_app(config, RefusingIntake()), access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}{config.path}"
-    finally:
-        await runner.cleanup()
+    async with serve(create_app(config, RefusingIntake())) as url:
+        yield f"{url}{config.path}"
 
 
 async def test_selfcheck_alert_chain_alive_and_every_alert_loaded(
@@ -186,10 +89,7 @@ async def test_selfcheck_alert_chain_alive_and_every_alert_loaded(
             return result.status is Status.PASS
 
         # Prometheus discovers its Alertmanager a moment after it is ready.
-        deadline = time.monotonic() + 60
-        while not await discovered():
-            assert time.monotonic() < deadline, "Prometheus never listed its Alertmanager"
-            await asyncio.sleep(0.2)
+        await poll(discovered, "Prometheus never listed its Alertmanager")
         report = await run(settings, "alerts")
 
     loaded = check(report, "alerts.loaded")

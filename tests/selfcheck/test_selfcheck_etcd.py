@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import poll
 from selfcheck_support import Cluster, check, run
 
 from kubeballast.core.config import EtcdClusterConfig
@@ -183,15 +184,14 @@ async def test_selfcheck_etcd_fragmented_database_warns(quiet: Cluster, etcd_fac
         for index in range(320):
             revision = await client.put(endpoint, f"/registry/events/e{index % 4}", value)
         await client.compact(endpoint, revision)
+
         # Freed pages are released to the free list by the backend's next commits.
-        deadline = time.monotonic() + 30
-        while True:
+        async def released() -> bool:
             await client.put(endpoint, "/registry/events/tick", b"x")
             status = await client.status(endpoint)
-            if status.db_size_in_use is not None and status.db_size_in_use < status.db_size / 3:
-                break
-            assert time.monotonic() < deadline, status
-            await asyncio.sleep(0.2)
+            return status.db_size_in_use is not None and status.db_size_in_use < status.db_size / 3
+
+        await poll(released, "the compacted pages were not released to the free list", 30)
 
     result = check(
         await run(quiet.settings(etcd=(etcd.config,)), "etcd.fragmentation"), "etcd.fragmentation"

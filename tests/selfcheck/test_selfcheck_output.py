@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import run_command
 from selfcheck_png import read_png
 from selfcheck_support import Cluster, run
 
@@ -54,22 +55,10 @@ CHECK_KEYS = {
 
 
 async def selfcheck(cluster: Cluster, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kubeballast",
-        "selfcheck",
-        "--kubeconfig",
-        str(cluster.kubeconfig),
-        "--congestion-window",
-        "1",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+    command = [sys.executable, "-m", "kubeballast", "selfcheck"]
+    options = ["--kubeconfig", str(cluster.kubeconfig), "--congestion-window", "1"]
+    code, stdout, stderr = await run_command([*command, *options, *args], within=120)
+    return code, stdout.decode(), stderr.decode()
 
 
 async def test_selfcheck_json_schema_is_stable(generated: Cluster) -> None:
@@ -169,7 +158,7 @@ async def test_selfcheck_html_report_renders_in_chromium(
     shot = tmp_path / "shot.png"
     profile = tmp_path / "profile"
     env: dict[str, Any] = {**os.environ, "HOME": str(tmp_path)}
-    process = await asyncio.create_subprocess_exec(
+    args = [
         str(CHROMIUM),
         "--headless",
         "--no-sandbox",
@@ -183,16 +172,10 @@ async def test_selfcheck_html_report_renders_in_chromium(
         f"--screenshot={shot}",
         "--window-size=1200,2000",
         page.as_uri(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
+    ]
     try:
-        _, stderr = await asyncio.wait_for(process.communicate(), 120)
+        _, _, stderr = await run_command(args, within=120, env=env)
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
         shutil.rmtree(profile, ignore_errors=True)
     assert shot.exists(), stderr.decode()[-2000:]
 

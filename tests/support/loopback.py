@@ -21,12 +21,13 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 
 from kubeballast.exporter.catalog import Catalog, CollectorFactory, ExporterContext, default_catalog
@@ -36,6 +37,7 @@ from kubeballast.exporter.state import BACKGROUND_REFRESH_SECONDS, StateCollecto
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
+PROMTOOL = Path("/usr/bin/promtool")
 NODE_LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}"
 
 
@@ -126,6 +128,89 @@ async def wait_ready(
                 return response.status == 200
 
         await poll(ready, f"{what} did not become ready", within)
+
+
+async def run_command(
+    args: Sequence[str],
+    *,
+    within: float = 120.0,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[int, bytes, bytes]:
+    """Run ``args`` to its end in its own process group, ``stdin`` fed to it; its exit
+    status, stdout and stderr. Past ``within`` seconds its group is killed and the test
+    fails."""
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=None if env is None else dict(env),
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), within)
+    except TimeoutError:
+        pass
+    else:
+        assert proc.returncode is not None
+        return proc.returncode, stdout, stderr
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    pytest.fail(f"{args[0]} did not end within {within:g} s")
+
+
+@contextlib.asynccontextmanager
+async def start_prometheus(
+    directory: Path, config: Mapping[str, Any], *flags: str, within: float = 60
+) -> AsyncIterator[str]:
+    """Prometheus on a free port of 127.0.0.1 with ``config`` (written to
+    ``directory``/prometheus.yml, its TSDB and log beside it) and ``flags``; yields its
+    URL once it is ready."""
+    require(PROMETHEUS, "prometheus")
+    config_file = directory / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(dict(config)))
+    port = free_port()
+    args = [
+        str(PROMETHEUS),
+        f"--config.file={config_file}",
+        f"--storage.tsdb.path={directory / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+        *flags,
+    ]
+    async with process(args, directory / "prometheus.log") as proc:
+        url = f"http://127.0.0.1:{port}"
+        await wait_ready(url, proc, "Prometheus", within)
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def start_alertmanager(
+    directory: Path, config: Mapping[str, Any], *flags: str, within: float = 60
+) -> AsyncIterator[str]:
+    """Alertmanager (no cluster) on a free port of 127.0.0.1 with ``config`` (written to
+    ``directory``/alertmanager.yml, its data and log beside it) and ``flags``; yields
+    its URL once it is ready."""
+    require(ALERTMANAGER, "prometheus-alertmanager")
+    config_file = directory / "alertmanager.yml"
+    config_file.write_text(yaml.safe_dump(dict(config)))
+    port = free_port()
+    args = [
+        str(ALERTMANAGER),
+        f"--config.file={config_file}",
+        f"--storage.path={directory / 'alertmanager-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+        "--log.level=warn",
+        *flags,
+    ]
+    async with process(args, directory / "alertmanager.log") as proc:
+        url = f"http://127.0.0.1:{port}"
+        await wait_ready(url, proc, "Alertmanager", within)
+        yield url
 
 
 def state_on_simulated_clock(
