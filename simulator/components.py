@@ -25,7 +25,7 @@ from aiohttp import web
 
 from . import errors
 from .admission import UserInfo
-from .apf import classify
+from .apf import Classifier, classify
 from .clock import SimClock
 from .faults import FaultState, RequestClass
 from .metrics import ComponentMetrics, ComponentName
@@ -73,8 +73,12 @@ class Component:
         *,
         host: str = "127.0.0.1",
         workqueues: WorkqueueSource | None = None,
+        classify: Classifier = classify,
     ) -> None:
         self.name = name
+        self.classify = classify
+        """Classifies the Lease renewals: the server's stored configuration
+        (``ApiServer.apf.classify``) or the default objects."""
         self.registry = registry
         self.clock = clock
         self.faults = faults
@@ -149,7 +153,7 @@ class Component:
     # -- leader election -------------------------------------------------------------
 
     def _lease_class(self) -> RequestClass:
-        flow_schema, level = classify(
+        flow_schema, level = self.classify(
             self.user.username,
             self.user.groups,
             "update",

@@ -97,6 +97,24 @@ def invalid(kind: str, group: str, name: str, causes: list[tuple[str, str]]) -> 
     return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {message}', details=details)
 
 
+def invalid_fields(
+    kind: str, group: str, name: str, causes: list[tuple[str, str, str]]
+) -> ApiError:
+    """422 for a field.ErrorList of (reason, field, message), as errors.NewInvalid renders
+    it: the qualified kind in the message, one error bare and several in brackets, each
+    cause with its own reason (FieldValueRequired, FieldValueNotSupported, ...)."""
+    rendered = [f"{field}: {message}" for _, field, message in causes]
+    aggregate = rendered[0] if len(rendered) == 1 else "[" + ", ".join(rendered) + "]"
+    details = _details(kind, name, group)
+    details["causes"] = [
+        {"reason": reason, "message": message, "field": field} for reason, field, message in causes
+    ]
+    qualified = f"{kind}.{group}" if group else kind
+    return ApiError(
+        422, "Invalid", f'{qualified} "{name}" is invalid: {aggregate}', details=details
+    )
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 

@@ -9,13 +9,16 @@ etcd elects a leader, every watch dropping at once after an apiserver restart, a
 kubelets cannot reach the control plane, and kubelets that simply die. This module holds
 that state and answers one question per request: delay it, fail it, or let it through.
 
-How it fits: the HTTP layer classifies each request (``apf.classify``), builds a
-``RequestClass``, calls ``FaultState.decide`` and acts on the ``Decision`` (it also records
-metrics from it). Open watches poll ``watch_generation`` and end their stream when it
-moves. The simulated kubelets ask ``kubelet_stopped`` / ``node_partitioned`` before they
-renew a Lease or post node status. The control API calls the setters and serves
-``describe()``. Nothing here does I/O or sleeps, so all of it is testable with a seeded
-``random.Random`` and a fake clock; it is used from the event loop only (no locks).
+How it fits: the HTTP layer classifies each request with the FlowSchemas and priority
+levels in its store (``apf.StoredConfiguration``), builds a ``RequestClass``, calls
+``FaultState.decide`` and acts on the ``Decision`` (it also records metrics from it).
+Congestion is decided per priority level, so a level of the product's own is shed only by
+a congestion on every level or one that names it. Open watches poll ``watch_generation``
+and end their stream when it moves. The simulated kubelets ask ``kubelet_stopped`` /
+``node_partitioned`` before they renew a Lease or post node status. The control API calls
+the setters and serves ``describe()``. Nothing here does I/O or sleeps, so all of it is
+testable with a seeded ``random.Random`` and a fake clock; it is used from the event loop
+only (no locks).
 
 Time: every duration here (``latency_seconds``, error-burst ``duration_seconds``) is in REAL
 seconds, measured by the injected monotonic clock. Faults are operator actions on a running
@@ -28,7 +31,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import InitVar, asdict, dataclass
 from typing import Any, Final
 
 from .apf import EXEMPT, NODE_HIGH, NODE_USER_PREFIX, PRIORITY_LEVEL_NAMES
@@ -62,7 +65,9 @@ class Congestion:
     retry_after_seconds: int = 1
     """Retry-After of the 429s; the real APF and max-in-flight filters send 1."""
     priority_levels: frozenset[str] = frozenset()
-    """Levels the rejections apply to; empty means every non-exempt level."""
+    """Levels the rejections apply to; empty means every non-exempt level, including levels
+    clients created. Named levels are the only ones affected: a request a stored FlowSchema
+    puts into a level of its own is spared unless that level is named."""
     starved_node_fraction: float = 0.0
     """Fraction of each zone's nodes (drawn once when the congestion is set) whose
     heartbeats are rejected every time, on top of ``lease_reject_fraction``: APF's
@@ -71,8 +76,11 @@ class Congestion:
     almost none for a whole grace period)."""
     starved_nodes: frozenset[str] = frozenset()
     """Nodes whose heartbeats are rejected every time, named (on top of the drawn ones)."""
+    known_priority_levels: InitVar[frozenset[str] | None] = None
+    """The level names ``priority_levels`` may use: the server passes the levels in force
+    (defaults and stored ones); None means the default levels."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, known_priority_levels: frozenset[str] | None) -> None:
         if not self.latency_seconds >= 0.0 or math.isinf(self.latency_seconds):
             raise ValueError(
                 f"congestion.latency_seconds must be a finite number >= 0, "
@@ -86,11 +94,12 @@ class Congestion:
             raise ValueError(
                 f"congestion.retry_after_seconds must be >= 1, got {self.retry_after_seconds!r}"
             )
-        unknown = self.priority_levels - PRIORITY_LEVEL_NAMES
+        known = PRIORITY_LEVEL_NAMES if known_priority_levels is None else known_priority_levels
+        unknown = self.priority_levels - known
         if unknown:
             raise ValueError(
                 f"congestion.priority_levels names unknown levels {sorted(unknown)}; "
-                f"known: {sorted(PRIORITY_LEVEL_NAMES)}"
+                f"known: {sorted(known)}"
             )
         if EXEMPT in self.priority_levels:
             # Accepting it would silently do nothing: APF never rejects exempt requests.

@@ -10,7 +10,8 @@ This module is that something, for up to 5000 nodes.
 How it fits: :class:`Kubelets` reads and writes through the :class:`~.registry.Registry`
 (so admission applies, as it would to a real kubelet's requests) as user
 ``system:node:<name>``, and asks :meth:`~.faults.FaultState.decide` before each request,
-with the request class a real kubelet request has (``apf.classify``). Stopped kubelets
+with the request class a real kubelet request has (classified by the FlowSchemas in
+force: the server passes its :class:`~.apf.StoredConfiguration`). Stopped kubelets
 (:meth:`~.faults.FaultState.kubelet_stopped`) do nothing at all; kubelets in partitioned
 zones send nothing that arrives (each request hangs until the client timeout). The
 node-lifecycle controller (:mod:`.nodelifecycle`) reacts to what lands in the store.
@@ -218,11 +219,16 @@ class Kubelets:
         faults: FaultState | None = None,
         *,
         rng: random.Random | None = None,
+        classify: apf.Classifier = apf.classify,
     ) -> None:
         self.store = store
         self.registry = registry
         self.clock = clock
         self.faults = faults
+        self.classify = classify
+        """Puts a request into its FlowSchema and priority level: the server's stored
+        configuration (``ApiServer.apf.classify``, a revision check per call, rebuilt only
+        after a FlowSchema or level was written), or the default objects."""
         self.rng = rng or random.Random(0)
         self.stats = KubeletStats()
         self._kubelets: dict[str, _Kubelet] = {}
@@ -310,7 +316,7 @@ class Kubelets:
     def _request_class(
         self, k: _Kubelet, verb: str, group: str, resource: str, subresource: str, namespace: str
     ) -> RequestClass:
-        schema, level = apf.classify(
+        schema, level = self.classify(
             k.username, NODE_GROUPS, verb, group, resource, namespace, subresource=subresource
         )
         return RequestClass(

@@ -19,7 +19,9 @@ registry/store.go``):
 - admission: every mutation passes the ValidatingAdmissionPolicies stored in the
   cluster before anything is written; dry-run runs admission and writes nothing;
 - RBAC objects are validated as pkg/apis/rbac/validation does (422 naming the field),
-  since the authorizer (:mod:`.rbac`) trusts what is stored.
+  since the authorizer (:mod:`.rbac`) trusts what is stored; FlowSchemas and
+  PriorityLevelConfigurations as pkg/apis/flowcontrol/validation does (:mod:`.apf`), since
+  the classifier only digests what is stored.
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from . import errors, rbac
+from . import apf, errors, rbac
 from .admission import Admission, AdmissionRequest, UserInfo
 from .clock import SimClock
 from .patch import apply_patch
-from .resources import NAMESPACES, PODS, RBAC, ResourceType
+from .resources import FLOWCONTROL, NAMESPACES, PODS, RBAC, ResourceType
 from .selectors import FieldSelector, LabelSelector
 from .store import Entry, Store, decode, encode
 
@@ -177,6 +179,18 @@ class Registry:
         if causes:
             raise errors.invalid(rt.kind, rt.group, name, causes)
 
+    @staticmethod
+    def _validate_flowcontrol(rt: ResourceType, name: str, obj: Mapping[str, Any]) -> None:
+        # FlowSchemas and priority levels are what the APF classifier digests: invalid ones
+        # are refused as the registry strategies' Validate/ValidateUpdate refuse them
+        # (pkg/apis/flowcontrol/validation; ValidateUpdate validates the new object).
+        if rt.plural == "flowschemas":
+            causes = apf.validate_flow_schema(obj)
+        else:
+            causes = apf.validate_priority_level(obj)
+        if causes:
+            raise errors.invalid_fields(rt.kind, rt.group, name, causes)
+
     def _apply_pod_defaults(self, pod: dict[str, Any]) -> None:
         spec = pod.setdefault("spec", {})
         tolerations = spec.setdefault("tolerations", [])
@@ -234,6 +248,8 @@ class Registry:
         self._validate_name(rt, name)
         if rt.group == RBAC:
             self._validate_rbac(rt, name, obj, None)
+        elif rt.group == FLOWCONTROL:
+            self._validate_flowcontrol(rt, name, obj)
         self._check_namespace(rt, namespace, "CREATE")
         if self.store.get(rt, namespace, name) is not None:
             raise errors.already_exists(rt.plural, rt.group, name)
@@ -414,6 +430,8 @@ class Registry:
                 self._check_pod_update(old, obj, name)
             elif rt.group == RBAC:
                 self._validate_rbac(rt, name, obj, old)
+            elif rt.group == FLOWCONTROL:
+                self._validate_flowcontrol(rt, name, obj)
         meta = obj["metadata"]
         meta["resourceVersion"] = old_meta.get("resourceVersion")
         self.warnings = self._admit(

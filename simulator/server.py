@@ -850,6 +850,17 @@ class ApiServer:
             faults if faults is not None else FaultState(random.Random(seed), time.monotonic)
         )
         self.metrics = metrics if metrics is not None else ApiserverMetrics()
+        fs_table, pl_table = self.store.table(FLOW_SCHEMAS), self.store.table(PRIORITY_LEVELS)
+        self.apf = apf.StoredConfiguration(
+            lambda: (fs_table.last_write, pl_table.last_write),
+            lambda: (
+                [e.obj() for e in self.store.iter_current(FLOW_SCHEMAS)],
+                [e.obj() for e in self.store.iter_current(PRIORITY_LEVELS)],
+            ),
+        )
+        """The FlowSchemas and priority levels in force: the stored ones, rebuilt only when
+        one of them is written (apf.py); the metrics follow every rebuild."""
+        self.apf.subscribe(self.metrics.set_apf_configuration)
         self.admin_token = admin_token or secrets.token_urlsafe(32)
         self.disabled: frozenset[tuple[str, str]] = (
             frozenset()
@@ -1077,7 +1088,7 @@ class ApiServer:
         partitioned or stopped kubelet) never reached the apiserver and leaves no trace.
         """
         info, user = ctx.info, ctx.user
-        flow_schema, level = apf.classify(
+        flow_schema, level = self.apf.classify(
             user.username,
             user.groups,
             info.verb,
@@ -1731,6 +1742,7 @@ class ApiServer:
             },
             "clock": {"now": self.clock.now().isoformat(), "factor": self.clock.factor},
             "faults": self.faults.describe(),
+            "apf": self.apf.current.describe(),
             "authorization": self.authorization_mode,
             "failingHealthChecks": sorted(self.health_failures),
             "components": {
@@ -1840,7 +1852,8 @@ class ApiServer:
             unknown = set(fields) - allowed
             if unknown:
                 raise ValueError(f"congestion: unknown keys {sorted(unknown)}")
-            self.faults.set_congestion(Congestion(**fields))
+            levels = frozenset(self.apf.current.priority_levels)
+            self.faults.set_congestion(Congestion(**fields, known_priority_levels=levels))
         elif key == "error_burst":
             self.faults.set_error_burst(
                 code=int(spec.get("code", 500)),
@@ -1914,7 +1927,15 @@ def attach_control_plane(server: ApiServer) -> None:
     scheduler and controller-manager endpoints with their leader Leases (always)."""
     settings = server.settings
     if settings.kubelets:
-        server.kubelets = Kubelets(server.store, server.registry, server.clock, server.faults)
+        # In-process clients are classified with the stored FlowSchemas too, as the real
+        # apiserver classifies a kubelet's or a scheduler's requests.
+        server.kubelets = Kubelets(
+            server.store,
+            server.registry,
+            server.clock,
+            server.faults,
+            classify=server.apf.classify,
+        )
         server.add_background(server.kubelets.run, "kubelets")
     lifecycle: NodeLifecycleController | None = None
     if settings.controllers:
@@ -1948,6 +1969,7 @@ def attach_control_plane(server: ApiServer) -> None:
             server.faults,
             host=settings.host,
             workqueues=workqueues if name == "kube-controller-manager" else None,
+            classify=server.apf.classify,
         )
         server.components[name] = component
         server.add_background(component.run, name)

@@ -226,6 +226,9 @@ class _Table:
         self.watchers: set[Watch] = set()
         self.index_fields = INDEXED_FIELDS.get(rt.key, ())
         self.index: dict[str, dict[str, set[str]]] = {f: {} for f in self.index_fields}
+        self.last_write = 0
+        """Revision of the newest create, update or delete (bulk loads included): readers
+        that derive state from a whole table (APF's FlowSchemas) compare it to rebuild."""
 
     def sorted_keys(self) -> list[str]:
         if self._sorted is None:
@@ -557,6 +560,7 @@ class Store:
             table.key_added(entry.key)
             table.current[entry.key] = entry
             table.index_add(entry)
+            table.last_write = entry.rv
             count += 1
         # Nothing before this point can be replayed: watches from older revisions get 410.
         self._compacted = self._rv
@@ -565,6 +569,7 @@ class Store:
     # -- watches -----------------------------------------------------------------
 
     def _publish(self, table: _Table, event: WatchEvent) -> None:
+        table.last_write = event.rv
         table.events.append(event)
         for watcher in list(table.watchers):
             watcher._push(event)

@@ -1,11 +1,13 @@
 """The exporter's APF manifest (deploy/flowcontrol/exporter.yaml) keeps it out of the way.
 
-The simulator's classifier only knows the suggested objects, so what can be checked is
-the manifest itself, against the same table (kubeballast.simulator.apf mirrors
-Kubernetes' bootstrap defaults): the exporter's requests land in a Limited level of its
-own that queues, its FlowSchema matches after every system schema and before the
-``service-accounts`` one that would otherwise take it, and the simulated apiserver
-accepts both objects as a real one would be asked to (kubernetes-asyncio, v1).
+What is checked here is the manifest itself, against the suggested objects
+(kubeballast.simulator.apf mirrors Kubernetes' bootstrap defaults): the exporter's
+requests land in a Limited level of its own that queues, its FlowSchema matches after
+every system schema and before the ``service-accounts`` one that would otherwise take it,
+and the simulated apiserver accepts (validates) both objects as a real one would be asked
+to (kubernetes-asyncio, v1). The simulator classifies with the objects stored, so once
+created they apply to the exporter's requests (see
+tests/simulator/test_sim_apf_stored_flowschemas.py).
 """
 
 from __future__ import annotations
