@@ -15,14 +15,17 @@ not through the load balancer) gets two sources:
   refresh, so ``kubeballast_source_up`` says the exporter lost the apiserver, and the
   collector reports ``kubeballast_apiserver_up`` 0 and no per-check series rather than
   the last, stale, verdicts.
-- :class:`ApiserverMetricsSource` (kind ``apiserver_metrics``) scrapes ``/metrics``,
-  keeps only the families in :data:`~kubeballast.exporter.congestion.WANTED_FAMILIES`
+- :class:`ApiserverMetricsSource` (kind ``apiserver_metrics``) reads ``/metrics``,
+  only the families in :data:`~kubeballast.exporter.congestion.WANTED_FAMILIES`
   (``core/promtext`` skips the rest of a page that is tens of megabytes at 5000 nodes),
   reduces them to a small :class:`~kubeballast.exporter.congestion.ApiserverSummary`
   and evaluates the congestion verdict against the previous scrape
-  (:func:`~kubeballast.exporter.congestion.evaluate`, which documents the rule). Parsing
-  runs in a worker thread so that a big page does not stall the event loop that serves
-  /metrics and runs every other source.
+  (:func:`~kubeballast.exporter.congestion.evaluate`, which documents the rule). The
+  page comes from the target's shared scrape
+  (:class:`~kubeballast.exporter.http.SharedMetricsScrape`), which the object counts of
+  ``exporter/objects.py`` read too: one fetch and one parse per interval for both.
+  Parsing and summarizing run in worker threads so that a big page does not stall the
+  event loop that serves /metrics and runs every other source.
 
 :class:`ApiserverCollector` re-exports a curated, low-cardinality set that alert rules
 can use even where the apiserver's own metrics are not scraped (or are dropped at
@@ -77,7 +80,11 @@ from kubeballast.exporter.congestion import (
     summarize,
 )
 from kubeballast.exporter.contract import MetricsCollector, MetricSpec, SnapshotView, SourceError
-from kubeballast.exporter.http import TargetClient
+from kubeballast.exporter.http import (
+    PARSE_ALLOWANCE_SECONDS,
+    MetricsPageReader,
+    TargetClient,
+)
 
 __all__ = [
     "ENDPOINTS",
@@ -104,10 +111,6 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = ("livez", "readyz")
 MAX_CHECKS: Final = 200
 """Checks kept per endpoint. A kube-apiserver has about 40 (post-start hooks included);
 the cap only keeps a misbehaving endpoint from creating series without bound."""
-
-METRICS_ACCEPT: Final = "text/plain;version=0.0.4"
-"""The classic text format: what ``core/promtext`` reads, and what every Kubernetes
-component serves when asked (client_golang would otherwise negotiate protobuf)."""
 
 # healthz.go writes "[+]<name> ok", "[+]<name> excluded: ok" and
 # "[-]<name> failed: reason withheld" (the reason only goes to the apiserver's log).
@@ -229,22 +232,22 @@ class ApiserverMetricsSnapshot:
     evaluation: Evaluation
 
 
-def _summarize_text(text: str) -> ApiserverSummary:
-    return summarize(promtext.parse(text, WANTED_FAMILIES))
-
-
 class ApiserverMetricsSource:
-    """Scrapes one apiserver's /metrics; keeps the previous summary for the verdict."""
+    """Reads one apiserver's /metrics; keeps the previous summary for the verdict.
+
+    ``page`` is this source's reader of the target's shared scrape, wanting
+    :data:`~kubeballast.exporter.congestion.WANTED_FAMILIES`.
+    """
 
     def __init__(
         self,
         target: TargetConfig,
-        client: TargetClient,
+        page: MetricsPageReader,
         *,
         thresholds: Thresholds = DEFAULT_THRESHOLDS,
     ) -> None:
         self._target = target
-        self._client = client
+        self._page = page
         self._thresholds = thresholds
         self._previous: ApiserverSummary | None = None
 
@@ -264,16 +267,16 @@ class ApiserverMetricsSource:
     def timeout_seconds(self) -> float:
         # The fetch is bounded by the client's timeout; parsing a page of tens of
         # megabytes takes a moment more, which must not count as the target's fault.
-        return self._target.timeout_seconds + 10.0
+        return self._target.timeout_seconds + PARSE_ALLOWANCE_SECONDS
 
     async def refresh(self) -> ApiserverMetricsSnapshot:
-        result = await self._client.get("/metrics", accept=METRICS_ACCEPT)
         try:
-            summary = await asyncio.to_thread(_summarize_text, result.text)
+            families = await self._page.read()
         except promtext.ParseError as error:
             raise SourceError(
                 "parse", f"target {self._target.name} GET /metrics: {error}"
             ) from error
+        summary = await asyncio.to_thread(summarize, families)
         # Only a successful scrape becomes the base of the next window: after a failed
         # refresh the window simply spans more time.
         evaluation = evaluate(self._previous, summary, self._thresholds)
@@ -641,7 +644,10 @@ def build_apiserver(context: ExporterContext) -> Sequence[MetricsCollector]:
     for target in context.apiserver_targets():
         client = context.target_client(target)
         health[target.name] = context.add_source(ApiserverHealthSource(target, client))
-        metrics[target.name] = context.add_source(ApiserverMetricsSource(target, client))
+        page = context.metrics_scrape(target).reader(
+            METRICS_KIND, WANTED_FAMILIES, max_age_seconds=target.interval_seconds
+        )
+        metrics[target.name] = context.add_source(ApiserverMetricsSource(target, page))
     if not health:
         return []
     return [ApiserverCollector(health=health, metrics=metrics)]

@@ -22,8 +22,10 @@ errors (a duplicate source, a bad combination of settings) synchronous and early
 it lets ``kube-ballast exporter --list-metrics`` and docs/metrics.md run every factory
 over the example configuration to learn every metric family that can exist, without
 reaching any cluster. Resources a source needs at run time come from the context and
-are created lazily on first use: HTTP sessions (:meth:`ExporterContext.target_client`)
-and the Kubernetes client (:attr:`ExporterContext.kube`, ``await context.kube.get()``).
+are created lazily on first use: HTTP sessions (:meth:`ExporterContext.target_client`),
+a target's /metrics page that several areas read, fetched and parsed once per interval
+for all of them (:meth:`ExporterContext.metrics_scrape`), and the Kubernetes client
+(:attr:`ExporterContext.kube`, ``await context.kube.get()``).
 
 The catalog is an explicit registry that refuses duplicate names (STYLE.md item 8):
 :func:`default_catalog` lists the areas in one place, with ordinary imports that
@@ -40,7 +42,11 @@ from typing import Protocol, TypeVar
 from kubeballast.core.config import ExporterConfig, TargetConfig
 from kubeballast.core.kube import KubeClientProvider
 from kubeballast.exporter.contract import MetricsCollector, SnapshotView, Source
-from kubeballast.exporter.http import TargetClient, default_in_cluster_apiserver
+from kubeballast.exporter.http import (
+    SharedMetricsScrape,
+    TargetClient,
+    default_in_cluster_apiserver,
+)
 from kubeballast.exporter.runner import SourceSet
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,7 @@ class ExporterContext:
         self.kube = KubeClientProvider(config.kubernetes)
         """The shared Kubernetes API client: ``api = await context.kube.get()``."""
         self._clients: dict[TargetConfig, TargetClient] = {}
+        self._scrapes: dict[str, SharedMetricsScrape] = {}
         self._on_close: list[Callable[[], Awaitable[None]]] = []
 
     def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
@@ -88,6 +95,20 @@ class ExporterContext:
         if client is None:
             client = self._clients[target] = TargetClient(target)
         return client
+
+    def metrics_scrape(self, target: TargetConfig) -> SharedMetricsScrape:
+        """The one /metrics scrape of ``target`` (by name) that every area reading that
+        page shares: one fetch and one parse per interval, not one per area."""
+        scrape = self._scrapes.get(target.name)
+        if scrape is None:
+            scrape = self._scrapes[target.name] = SharedMetricsScrape(self.target_client(target))
+            self.on_close(scrape.aclose)
+        elif scrape.client.target.url != target.url:
+            raise ValueError(
+                f"target name {target.name!r} names two URLs: "
+                f"{scrape.client.target.url} and {target.url}"
+            )
+        return scrape
 
     def apiserver_targets(self) -> tuple[TargetConfig, ...]:
         """``exporter.apiservers``, or the in-cluster apiserver when none are listed and

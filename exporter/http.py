@@ -28,14 +28,37 @@ honoured but logged as a warning naming the target, once per client.
 
 One aiohttp ``ClientSession`` per client, created on first use (inside the event loop),
 closed by :meth:`TargetClient.close` or ``async with``.
+
+:class:`SharedMetricsScrape` is the one ``/metrics`` scrape of a target that several
+areas read (an apiserver's page feeds both the congestion verdict in
+``exporter/apiserver.py`` and the object counts in ``exporter/objects.py``). The page is
+tens of megabytes on a 5000-node apiserver, and each fetch costs the apiserver the
+rendering of every series and each parse costs the exporter a CPU-second or more, so
+it is fetched and parsed once per interval, for the union of the families its readers
+want, and every reader gets the same result, errors included:
+
+- each reader takes a given scrape at most once: a reader that already took the latest
+  scrape starts the next one, and the others take that one when their turn comes, if
+  it finished no longer ago than their own interval (so of two readers on different
+  intervals the shorter one drives the fetches, and a reader that refreshes twice in a
+  row never gets the same page twice);
+- a reader that comes while a fetch is in flight waits for it rather than sending a
+  second request; the fetch is shielded, so a reader that gives up (its refresh timed
+  out) does not cancel it for the others, and may take it on its next refresh;
+- a failed fetch is every reader's failure (each source still counts it under its own
+  ``kind``), and a reader retrying after its backoff starts a new fetch;
+- a page that does not parse as a whole is parsed once more per reader, for its own
+  families only, so that a malformed line fails only the readers that want its family,
+  as when each read the page on its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -46,14 +69,20 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from kubeballast import __version__
+from kubeballast.core import promtext
 from kubeballast.core.config import TargetConfig
 from kubeballast.exporter.contract import SourceError
 
 __all__ = [
     "IN_CLUSTER_APISERVER_URL",
     "MAX_BODY_BYTES",
+    "METRICS_ACCEPT",
+    "PARSE_ALLOWANCE_SECONDS",
     "SERVICE_ACCOUNT_DIR",
+    "Families",
     "HttpResult",
+    "MetricsPageReader",
+    "SharedMetricsScrape",
     "TargetClient",
     "default_in_cluster_apiserver",
     "parse_retry_after",
@@ -69,6 +98,15 @@ MAX_BODY_BYTES = 256 * 1024 * 1024
 of megabytes; anything near this limit is a misdirected request, not a metrics page."""
 
 USER_AGENT = f"kube-ballast-exporter/{__version__}"
+
+METRICS_ACCEPT = "text/plain;version=0.0.4"
+"""The classic text format: what ``core/promtext`` reads, and what every Kubernetes
+component serves when asked (client_golang would otherwise negotiate protobuf)."""
+
+PARSE_ALLOWANCE_SECONDS = 10.0
+"""Added to a target's timeout for a source that parses its /metrics page: parsing a
+page of tens of megabytes takes a moment more, which must not count as the target's
+fault."""
 
 _BODY_IN_MESSAGE = 200
 """Characters of an error body kept in a SourceError message (logs, not metrics)."""
@@ -313,3 +351,170 @@ class TargetClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+# --------------------------------------------------------------------------------------
+# One /metrics scrape per target, shared by every area that reads it
+# --------------------------------------------------------------------------------------
+
+Families = Mapping[str, Sequence[promtext.Sample]]
+"""A parsed page, as ``promtext.parse`` gives it; shared between readers: read only."""
+
+_Parsed = Mapping[frozenset[str], "Families | promtext.ParseError"]
+
+
+def _parse_for(text: str, wanted: Collection[frozenset[str]]) -> _Parsed:
+    """The page parsed once for the union of ``wanted``; per family set only when that
+    fails, so that a malformed line fails only the readers that want its family."""
+    try:
+        families = promtext.parse(text, frozenset().union(*wanted))
+    except promtext.ParseError:
+        pass
+    else:
+        return dict.fromkeys(wanted, families)
+    parsed: dict[frozenset[str], Families | promtext.ParseError] = {}
+    for names in wanted:
+        try:
+            parsed[names] = promtext.parse(text, names)
+        except promtext.ParseError as error:
+            parsed[names] = error
+    return parsed
+
+
+class _Scrape:
+    """One fetch and parse, and the readers that took it."""
+
+    def __init__(self, readers: Mapping[str, frozenset[str]]) -> None:
+        self.readers = frozenset(readers)
+        """The readers registered when it started: the ones it is parsed for."""
+        self.wanted = frozenset(readers.values())
+        self.taken: set[str] = set()
+        self.delivered: set[str] = set()
+        self.finished_at: float | None = None
+        """Monotonic time the fetch and parse ended (failed ones too); None in flight."""
+        self.parsed: _Parsed | None = None
+        """The parse, until every reader has it (a page's worth of samples is not kept
+        for the whole interval)."""
+        self.task: asyncio.Task[None] | None = None
+
+
+class SharedMetricsScrape:
+    """A target's ``/metrics``, fetched and parsed once for all its readers (see the
+    module docstring for the rules). Built by ``ExporterContext.metrics_scrape``."""
+
+    def __init__(
+        self,
+        client: TargetClient,
+        *,
+        path: str = "/metrics",
+        accept: str = METRICS_ACCEPT,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self._path = path
+        self._accept = accept
+        self._monotonic = monotonic
+        self._readers: dict[str, frozenset[str]] = {}
+        self._latest: _Scrape | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.fetches = 0
+        """Fetches started so far."""
+
+    @property
+    def name(self) -> str:
+        return self.client.name
+
+    def reader(
+        self, name: str, families: Collection[str], *, max_age_seconds: float
+    ) -> MetricsPageReader:
+        """A reader of the ``families`` it needs, which accepts a scrape another reader
+        started if it finished at most ``max_age_seconds`` ago (its interval)."""
+        if name in self._readers:
+            raise ValueError(f"target {self.name}: duplicate /metrics reader {name!r}")
+        wanted = frozenset(families)
+        self._readers[name] = wanted
+        return MetricsPageReader(self, name, wanted, max_age_seconds)
+
+    def _usable(self, scrape: _Scrape, name: str, age: float) -> bool:
+        if name in scrape.taken or name not in scrape.readers:
+            return False
+        if scrape.task is None or scrape.task.cancelled():
+            return False
+        if scrape.finished_at is None:
+            return True  # in flight: wait for it rather than send a second request
+        return self._monotonic() - scrape.finished_at <= age
+
+    async def read(self, name: str, families: frozenset[str], max_age_seconds: float) -> Families:
+        scrape = self._latest
+        if scrape is None or not self._usable(scrape, name, max_age_seconds):
+            scrape = self._start()
+        scrape.taken.add(name)
+        assert scrape.task is not None
+        try:
+            # Shielded: a reader whose refresh times out must not cancel the others'
+            # fetch; it did not get this page, so it may take it next time.
+            await asyncio.shield(scrape.task)
+        except asyncio.CancelledError:
+            scrape.taken.discard(name)
+            raise
+        assert scrape.parsed is not None
+        parsed = scrape.parsed[families]
+        scrape.delivered.add(name)
+        if scrape.delivered >= scrape.readers:
+            scrape.parsed = None  # every reader has its part: let the samples go
+        if isinstance(parsed, promtext.ParseError):
+            raise parsed
+        return parsed
+
+    def _start(self) -> _Scrape:
+        scrape = _Scrape(self._readers)
+        task = asyncio.create_task(self._fetch(scrape), name=f"scrape:{self.name}{self._path}")
+        scrape.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        self._latest = scrape
+        self.fetches += 1
+        return scrape
+
+    async def _fetch(self, scrape: _Scrape) -> None:
+        try:
+            result = await self.client.get(self._path, accept=self._accept)
+            # In a worker thread: splitting a page of tens of megabytes would stall the
+            # event loop that serves /metrics and runs every other source.
+            scrape.parsed = await asyncio.to_thread(_parse_for, result.text, scrape.wanted)
+        finally:
+            scrape.finished_at = self._monotonic()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: its readers, if any are left, raise it
+
+    async def aclose(self) -> None:
+        """Cancel a fetch in flight (at shutdown, before the client closes)."""
+        tasks, self._tasks, self._latest = list(self._tasks), set(), None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class MetricsPageReader:
+    """One area's access to a target's :class:`SharedMetricsScrape`."""
+
+    def __init__(
+        self,
+        scrape: SharedMetricsScrape,
+        name: str,
+        families: frozenset[str],
+        max_age_seconds: float,
+    ) -> None:
+        self.scrape = scrape
+        self.name = name
+        self.families = families
+        self.max_age_seconds = max_age_seconds
+
+    async def read(self) -> Families:
+        """The wanted families of a scrape this reader has not taken yet. Raises
+        ``SourceError`` as :meth:`TargetClient.get` does, and ``promtext.ParseError``
+        when a wanted family's lines are malformed."""
+        return await self.scrape.read(self.name, self.families, self.max_age_seconds)

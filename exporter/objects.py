@@ -7,7 +7,8 @@ ConfigMaps (up to 1 MiB each, stored and sent to every watcher whole). This modu
 makes both visible so that the quota (``--quota-backend-bytes``) is not the first sign:
 
 - **Objects stored per resource**, from each apiserver's ``apiserver_storage_objects``
-  (scraped from the configured ``exporter.apiservers`` with the shared TargetClient).
+  (read from the configured ``exporter.apiservers``' /metrics through the target's
+  shared scrape, :class:`~kubeballast.exporter.http.SharedMetricsScrape`).
   The apiserver counts them from etcd itself, which is far cheaper than any LIST; -1
   (its "fetch failed" value) is passed through as it is.
 - **Event writes**, as ``kubeballast_apiserver_event_writes_total``: the sum of the
@@ -19,8 +20,8 @@ makes both visible so that the quota (``--quota-backend-bytes``) is not the firs
   The sum is exported as a counter for ``rate()`` in PromQL, which handles apiserver
   restarts (counter resets) and scrape timing; summing over the apiservers gives the
   cluster's rate. It is left out while its scrape fails, rather than served stale.
-  (This scrape reads the same page as the apiserver area's congestion scrape; folding
-  both into one scrape per apiserver would halve the exporter's load on it.)
+  The page is the one the apiserver area reads for its congestion verdict: the shared
+  scrape fetches and parses it once per interval for both (a failed fetch fails both).
 - **The largest ConfigMaps**, the top N by size (default 10), from a paginated LIST of
   every ConfigMap through the shared KubeReader. Each page is decoded into a slim
   projection and reduced at once to (namespace, name, size); the data itself is dropped
@@ -46,10 +47,11 @@ from kubeballast.core import promtext
 from kubeballast.core.config import TargetConfig
 from kubeballast.exporter.catalog import ExporterContext
 from kubeballast.exporter.contract import MetricsCollector, MetricSpec, SnapshotView, SourceError
-from kubeballast.exporter.http import TargetClient
+from kubeballast.exporter.http import PARSE_ALLOWANCE_SECONDS, Families, MetricsPageReader
 from kubeballast.exporter.kubeobjects import KubeReader, ObjectMeta, object_path, shared_reader
 
 __all__ = [
+    "APISERVER_FAMILIES",
     "CONFIGMAP_PAGE_SIZE",
     "DEFAULT_TOP_CONFIGMAPS",
     "ApiserverObjects",
@@ -58,6 +60,7 @@ __all__ = [
     "ConfigMapSizes",
     "ConfigMapSizesSource",
     "ObjectsCollector",
+    "apiserver_objects",
     "build_objects",
     "configmap_size",
     "parse_apiserver_objects",
@@ -80,7 +83,8 @@ CONFIGMAP_TIMEOUT_SECONDS = 120.0
 EVENT_RESOURCE = "events"
 EVENT_WRITE_VERBS = frozenset({"POST", "PUT", "PATCH"})
 
-_APISERVER_FAMILIES = ("apiserver_storage_objects", "apiserver_request_total")
+APISERVER_FAMILIES = frozenset({"apiserver_storage_objects", "apiserver_request_total"})
+"""The families of an apiserver's /metrics this area reads."""
 
 
 # --------------------------------------------------------------------------------------
@@ -98,7 +102,11 @@ class ApiserverObjects:
 
 def parse_apiserver_objects(text: str) -> ApiserverObjects:
     """Stored objects and Event writes from an apiserver's /metrics page."""
-    samples = promtext.parse(text, _APISERVER_FAMILIES)
+    return apiserver_objects(promtext.parse(text, APISERVER_FAMILIES))
+
+
+def apiserver_objects(samples: Families) -> ApiserverObjects:
+    """Stored objects and Event writes from a parsed /metrics page."""
     objects = {
         key[0]: value
         for key, value in promtext.sum_by(
@@ -120,13 +128,17 @@ def parse_apiserver_objects(text: str) -> ApiserverObjects:
 
 
 class ApiserverObjectsSource:
-    """Scrapes one apiserver's /metrics for storage object counts and Event writes."""
+    """Reads one apiserver's /metrics for storage object counts and Event writes.
+
+    ``page`` is this source's reader of the target's shared scrape, wanting
+    :data:`APISERVER_FAMILIES`.
+    """
 
     kind = "apiserver_objects"
 
-    def __init__(self, target: TargetConfig, client: TargetClient) -> None:
+    def __init__(self, target: TargetConfig, page: MetricsPageReader) -> None:
         self.target = target
-        self._client = client
+        self._page = page
 
     @property
     def instance(self) -> str:
@@ -138,16 +150,18 @@ class ApiserverObjectsSource:
 
     @property
     def timeout_seconds(self) -> float:
-        return self.target.timeout_seconds
+        # As the apiserver area's reader of the same page: the shared scrape's parse of
+        # a page of tens of megabytes must not count as the target's fault.
+        return self.target.timeout_seconds + PARSE_ALLOWANCE_SECONDS
 
     async def refresh(self) -> ApiserverObjects:
-        result = await self._client.get("/metrics")
         try:
-            # In a worker thread: an apiserver's page is tens of megabytes at 5000 nodes,
-            # and splitting it would stall every other source and the /metrics handler.
-            return await asyncio.to_thread(parse_apiserver_objects, result.text)
+            families = await self._page.read()
         except promtext.ParseError as error:
             raise SourceError("parse", f"{self.target.name} /metrics: {error}") from error
+        # In a worker thread: the request counters of an apiserver at 5000 nodes are
+        # thousands of series, which would stall every other source and /metrics.
+        return await asyncio.to_thread(apiserver_objects, families)
 
 
 # --------------------------------------------------------------------------------------
@@ -328,7 +342,14 @@ def build_objects(context: ExporterContext) -> Sequence[MetricsCollector]:
     """A scrape per apiserver target, and the cluster's ConfigMap sizes."""
     apiservers = {
         target.name: context.add_source(
-            ApiserverObjectsSource(target, context.target_client(target))
+            ApiserverObjectsSource(
+                target,
+                context.metrics_scrape(target).reader(
+                    ApiserverObjectsSource.kind,
+                    APISERVER_FAMILIES,
+                    max_age_seconds=target.interval_seconds,
+                ),
+            )
         )
         for target in context.apiserver_targets()
     }

@@ -47,6 +47,7 @@ import yaml
 from aiohttp import web
 from loopback import (
     catalog_on_simulated_clock,
+    exporter_on_simulator,
     free_port,
     poll,
     renew_lease_over_http,
@@ -55,12 +56,6 @@ from loopback import (
 )
 from loopback import process as run_process
 
-from kubeballast.core.config import (
-    ExporterConfig,
-    KubernetesAccessConfig,
-    ListenConfig,
-    TargetConfig,
-)
 from kubeballast.exporter.app import build_exporter
 from kubeballast.simulator.faults import Congestion
 from kubeballast.simulator.kubeconfig import write_kubeconfig
@@ -202,19 +197,7 @@ async def exporter(simulator: ApiServer, tmp_path: Path) -> AsyncIterator[str]:
     token.write_text(simulator.admin_token + "\n")
     kubeconfig = tmp_path / "kubeconfig"
     write_kubeconfig(kubeconfig, simulator.url, simulator.admin_token)
-    config = ExporterConfig(
-        listen=ListenConfig(host="127.0.0.1", port=0),
-        kubernetes=KubernetesAccessConfig(kubeconfig_path=str(kubeconfig)),
-        apiservers=(
-            TargetConfig(
-                name="apiserver-1",
-                url=simulator.url,
-                bearer_token_file=str(token),
-                timeout_seconds=5.0,
-                interval_seconds=1.0,
-            ),
-        ),
-    )
+    config = exporter_on_simulator(simulator.url, kubeconfig, token)
     app = build_exporter(
         config, catalog=catalog_on_simulated_clock(simulator.clock.time)
     ).create_app()

@@ -31,7 +31,12 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from loopback import catalog_on_simulated_clock, renew_lease_over_http, serve
+from loopback import (
+    catalog_on_simulated_clock,
+    exporter_on_simulator,
+    renew_lease_over_http,
+    serve,
+)
 from prometheus_client import CollectorRegistry
 
 from kubeballast.core import evictionguard as eg
@@ -39,13 +44,10 @@ from kubeballast.core.config import (
     ActionConfig,
     Config,
     EvictionGuardConfig,
-    ExporterConfig,
     KubernetesAccessConfig,
     LeaderElectionConfig,
-    ListenConfig,
     ReceiverConfig,
     RemediationsConfig,
-    TargetConfig,
     validate,
 )
 from kubeballast.core.kube import kube_client
@@ -381,19 +383,7 @@ async def guard_stack(
             await client.CoreV1Api(api).create_namespace({"metadata": {"name": "kube-ballast"}})
         if install and policy_api:
             await install_guard(api)
-        config = ExporterConfig(
-            listen=ListenConfig(host="127.0.0.1", port=0),
-            kubernetes=KubernetesAccessConfig(kubeconfig_path=str(kubeconfig)),
-            apiservers=(
-                TargetConfig(
-                    name="apiserver-1",
-                    url=server.url,
-                    bearer_token_file=str(token),
-                    timeout_seconds=5.0,
-                    interval_seconds=1.0,
-                ),
-            ),
-        )
+        config = exporter_on_simulator(server.url, kubeconfig, token)
         app = build_exporter(
             config,
             catalog=catalog_on_simulated_clock(

@@ -18,16 +18,12 @@ from pathlib import Path
 import aiohttp
 import msgspec
 import pytest
-from loopback import catalog_on_simulated_clock, serve
+from loopback import catalog_on_simulated_clock, exporter_on_simulator, serve
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
 from kubeballast.core.config import (
     ClusterStateConfig,
-    ExporterConfig,
-    KubernetesAccessConfig,
-    ListenConfig,
-    TargetConfig,
 )
 from kubeballast.exporter.apiserver import ApiserverCollector, ApiserverMetricsSnapshot
 from kubeballast.exporter.app import build_exporter
@@ -249,19 +245,7 @@ async def exporter(server: ApiServer, tmp_path: Path) -> AsyncIterator[str]:
     write_kubeconfig(kubeconfig, server.url, TOKEN)
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
-    config = ExporterConfig(
-        listen=ListenConfig(host="127.0.0.1", port=0),
-        kubernetes=KubernetesAccessConfig(kubeconfig_path=str(kubeconfig)),
-        apiservers=(
-            TargetConfig(
-                name="apiserver-1",
-                url=server.url,
-                bearer_token_file=str(token),
-                timeout_seconds=5.0,
-                interval_seconds=1.0,
-            ),
-        ),
-    )
+    config = exporter_on_simulator(server.url, kubeconfig, token)
     app = build_exporter(
         config,
         catalog=catalog_on_simulated_clock(

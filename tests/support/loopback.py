@@ -30,6 +30,12 @@ import pytest
 import yaml
 from aiohttp import web
 
+from kubeballast.core.config import (
+    ExporterConfig,
+    KubernetesAccessConfig,
+    ListenConfig,
+    TargetConfig,
+)
 from kubeballast.exporter.catalog import Catalog, CollectorFactory, ExporterContext, default_catalog
 from kubeballast.exporter.clusterstate import shared_cluster_state
 from kubeballast.exporter.contract import MetricsCollector
@@ -235,6 +241,27 @@ def state_on_simulated_clock(
         return [collector, state.collector()]
 
     return build
+
+
+def exporter_on_simulator(
+    server_url: str, kubeconfig: Path, token_file: Path, *, interval_seconds: float = 1.0
+) -> ExporterConfig:
+    """The exporter as the end-to-end tests run it against the simulator: on a free
+    loopback port, watching through ``kubeconfig``, one apiserver target scraped every
+    ``interval_seconds`` with the token in ``token_file``."""
+    return ExporterConfig(
+        listen=ListenConfig(host="127.0.0.1", port=0),
+        kubernetes=KubernetesAccessConfig(kubeconfig_path=str(kubeconfig)),
+        apiservers=(
+            TargetConfig(
+                name="apiserver-1",
+                url=server_url,
+                bearer_token_file=str(token_file),
+                timeout_seconds=5.0,
+                interval_seconds=interval_seconds,
+            ),
+        ),
+    )
 
 
 def catalog_on_simulated_clock(clock: Callable[[], float], **state_options: float) -> Catalog:
