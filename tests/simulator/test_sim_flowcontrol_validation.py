@@ -400,43 +400,32 @@ async def refused(
     return dict(matching[0])
 
 
+# (kind, collection URL, a valid object) for each flowcontrol kind.
+KINDS: dict[str, tuple[str, str, Callable[[str], dict[str, Any]]]] = {
+    "flowschema": ("FlowSchema", FLOW_SCHEMAS, good_schema),
+    "level": ("PriorityLevelConfiguration", LEVELS, good_level),
+}
+
+
 @pytest.mark.parametrize(
-    ("mutation", "reason", "field", "fragment"),
-    [c[1:] for c in SCHEMA_CASES],
-    ids=[c[0] for c in SCHEMA_CASES],
+    ("kind", "mutation", "reason", "field", "fragment"),
+    [("flowschema", *c[1:]) for c in SCHEMA_CASES] + [("level", *c[1:]) for c in LEVEL_CASES],
+    ids=[c[0] for c in SCHEMA_CASES] + [c[0] for c in LEVEL_CASES],
 )
-async def test_invalid_flowschema_is_422_and_not_stored(
+async def test_invalid_flowcontrol_object_is_422_and_not_stored(
     admin_session: aiohttp.ClientSession,
+    kind: str,
     mutation: Mutation,
     reason: str,
     field: str,
     fragment: str,
 ) -> None:
-    obj = good_schema("broken")
+    kind_name, collection, good = KINDS[kind]
+    obj = good("broken")
     mutation(obj)
-    async with admin_session.post(FLOW_SCHEMAS, json=obj) as resp:
-        await refused(resp, "FlowSchema", "broken", reason, field, fragment)
-    async with admin_session.get(f"{FLOW_SCHEMAS}/broken") as resp:
-        assert resp.status == 404
-
-
-@pytest.mark.parametrize(
-    ("mutation", "reason", "field", "fragment"),
-    [c[1:] for c in LEVEL_CASES],
-    ids=[c[0] for c in LEVEL_CASES],
-)
-async def test_invalid_priority_level_is_422_and_not_stored(
-    admin_session: aiohttp.ClientSession,
-    mutation: Mutation,
-    reason: str,
-    field: str,
-    fragment: str,
-) -> None:
-    obj = good_level("broken")
-    mutation(obj)
-    async with admin_session.post(LEVELS, json=obj) as resp:
-        await refused(resp, "PriorityLevelConfiguration", "broken", reason, field, fragment)
-    async with admin_session.get(f"{LEVELS}/broken") as resp:
+    async with admin_session.post(collection, json=obj) as resp:
+        await refused(resp, kind_name, "broken", reason, field, fragment)
+    async with admin_session.get(f"{collection}/broken") as resp:
         assert resp.status == 404
 
 
