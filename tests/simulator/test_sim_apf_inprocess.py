@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeballast.simulator import apf
+from sim_apf_objects import flow_schema, limited_level
+
 from kubeballast.simulator.admission import UserInfo
 from kubeballast.simulator.components import Component
 from kubeballast.simulator.faults import Congestion
@@ -33,41 +34,6 @@ LEVELS = BY_KEY[(FLOWCONTROL, "prioritylevelconfigurations")]
 
 def admin() -> UserInfo:
     return user_for(ADMIN_USER)
-
-
-def limited_level(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": apf.API_VERSION,
-        "kind": "PriorityLevelConfiguration",
-        "metadata": {"name": name},
-        "spec": {
-            "type": "Limited",
-            "limited": {"nominalConcurrencyShares": 10, "limitResponse": {"type": "Reject"}},
-        },
-    }
-
-
-def flow_schema(
-    name: str, level: str, precedence: int, subjects: list[dict[str, Any]], **rule: Any
-) -> dict[str, Any]:
-    resource_rule: dict[str, Any] = {
-        "verbs": ["*"],
-        "apiGroups": ["*"],
-        "resources": ["*"],
-        "namespaces": ["*"],
-        "clusterScope": True,
-    }
-    resource_rule.update(rule)
-    return {
-        "apiVersion": apf.API_VERSION,
-        "kind": "FlowSchema",
-        "metadata": {"name": name},
-        "spec": {
-            "priorityLevelConfiguration": {"name": level},
-            "matchingPrecedence": precedence,
-            "rules": [{"subjects": subjects, "resourceRules": [resource_rule]}],
-        },
-    }
 
 
 def cluster(sim_settings: Any) -> ApiServer:

@@ -24,6 +24,7 @@ import yaml
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
+from sim_apf_objects import flow_schema, limited_level
 
 from kubeballast.simulator import apf
 from kubeballast.simulator.kubeconfig import api_client, write_kubeconfig
@@ -59,41 +60,6 @@ def guard_service_accounts() -> list[tuple[str, str]]:
 
 def sa_user(namespace: str, name: str) -> str:
     return f"system:serviceaccount:{namespace}:{name}"
-
-
-def flow_schema(
-    name: str, level: str, precedence: int, subjects: list[dict[str, Any]], **rule: Any
-) -> dict[str, Any]:
-    resource_rule = {
-        "verbs": ["*"],
-        "apiGroups": ["*"],
-        "resources": ["*"],
-        "namespaces": ["*"],
-        "clusterScope": True,
-    }
-    resource_rule.update(rule)
-    return {
-        "apiVersion": apf.API_VERSION,
-        "kind": "FlowSchema",
-        "metadata": {"name": name},
-        "spec": {
-            "priorityLevelConfiguration": {"name": level},
-            "matchingPrecedence": precedence,
-            "rules": [{"subjects": subjects, "resourceRules": [resource_rule]}],
-        },
-    }
-
-
-def limited_level(name: str, shares: int) -> dict[str, Any]:
-    return {
-        "apiVersion": apf.API_VERSION,
-        "kind": "PriorityLevelConfiguration",
-        "metadata": {"name": name},
-        "spec": {
-            "type": "Limited",
-            "limited": {"nominalConcurrencyShares": shares, "limitResponse": {"type": "Reject"}},
-        },
-    }
 
 
 def sa_subject(namespace: str, name: str) -> dict[str, Any]:
