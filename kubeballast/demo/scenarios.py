@@ -201,9 +201,10 @@ class Context:
                 return seen
             time.sleep(POLL_SECONDS)  # the display's pace, bounded by the deadline
 
-    def alert_routed(self, alertname: str) -> bool:
+    def alert_routed(self, *alertnames: str) -> bool:
+        """Whether Alertmanager holds any of ``alertnames`` active (one request)."""
         return any(
-            a["labels"].get("alertname") == alertname and a["status"]["state"] == "active"
+            a["labels"].get("alertname") in alertnames and a["status"]["state"] == "active"
             for a in observe.alertmanager_alerts(self.state)
         )
 
@@ -375,10 +376,7 @@ def congestion(ctx: Context) -> dict[str, Any]:
             ),
             Milestone(
                 "routed",
-                lambda r: (
-                    ctx.alert_routed("KubeApiserverCongested")
-                    or ctx.alert_routed("KubeNodeHeartbeatStorm")
-                ),
+                lambda r: ctx.alert_routed("KubeApiserverCongested", "KubeNodeHeartbeatStorm"),
                 lambda r: "Alertmanager: routed to the kube-ballast receiver",
             ),
         ]
@@ -393,10 +391,11 @@ def congestion(ctx: Context) -> dict[str, Any]:
                     ),
                 )
             )
-        seen = ctx.follow(milestones, within=max(window, 60.0))
+        within = max(window, 60.0)
+        seen = ctx.follow(milestones, within=within)
         missing = [m.key for m in milestones if m.key not in seen and m.key != "paused"]
         if missing:
-            raise ScenarioError(f"not seen within {max(window, 60.0):.0f} s: {', '.join(missing)}")
+            raise ScenarioError(f"not seen within {within:.0f} s: {', '.join(missing)}")
         pause_landed = "paused" in seen
         deleted_before_pause: int | None = None
         if pause_landed:
@@ -405,7 +404,7 @@ def congestion(ctx: Context) -> dict[str, Any]:
             deleted_before_pause = _deleted(before, seen["paused"])
             outcome["seconds_to_pause"] = round(seen["paused"].at - began, 1)
         elif pause_available:
-            ctx.narrator.note(f"guard: no pause within {max(window, 60.0):.0f} s")
+            ctx.narrator.note(f"guard: no pause within {within:.0f} s")
         # Until the default tolerations of the first stale nodes' pods have run out.
         remaining = max(5.0, began + window - time.time())
         ctx.narrator.step(
